@@ -1,0 +1,18 @@
+//! l3ns dataplane: the packet path of DESIGN.md.
+//!
+//! Read in the order a received packet travels: `port` (I/O backends) → `wire` (checked views
+//! over frames) → `owner_table` (the immutable snapshot the workers read, R7–R10, R13) →
+//! `rules` (the pure rule functions) . `unsafe` code is denied everywhere except in the port
+//! backends that talk to the kernel or DPDK.
+#![deny(unsafe_code)]
+
+pub mod errno;
+pub mod owner_table;
+pub mod port;
+pub mod rules;
+pub mod types;
+pub mod wire;
+
+pub use errno::Errno;
+pub use owner_table::OwnerTable;
+pub use types::*;

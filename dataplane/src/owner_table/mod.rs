@@ -1,0 +1,664 @@
+//! `OwnerTable`: the immutable snapshot that workers read, once per burst, through an
+//! `ArcSwap`. It answers, without locks: who owns a destination address (R8), which sockets
+//! a broadcast reaches (R10), which socket a unicast or loopback datagram goes to (R9, R11),
+//! may a namespace bind an address (R7), and which source a send uses (R13).
+//!
+//! Only the control thread builds snapshots: it clones the current one (cheap: shards and
+//! chunks are `Arc`s), applies what changed with the `set_*` methods, bumps the version and
+//! publishes. Unchanged parts stay shared between versions.
+
+pub mod sharded;
+
+use crate::errno::Errno;
+use crate::rules::{self, SourceChoice};
+use crate::types::{Binding, DevId, Device, IfAddr, Level, LoopbackMode, NsId, Proto, Route, SocketId};
+use hashbrown::HashMap;
+use sharded::ShardedMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// One ifaddr as the unicast table stores it (12 bytes; the key is the local address).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct AddrEntry {
+    pub owner: u32,
+    pub dev: u16,
+    pub prefix: u8,
+    /// Several ifaddrs in the family share this local address (on different devices): the
+    /// full list is in the family's `dups`.
+    pub multi: bool,
+    /// The ifaddr's broadcast, 0 for none.
+    pub broadcast: u32,
+}
+
+impl AddrEntry {
+    pub fn of(ifa: &IfAddr) -> Self {
+        AddrEntry {
+            owner: ifa.owner.0,
+            dev: ifa.dev.0,
+            prefix: ifa.prefix,
+            multi: false,
+            broadcast: u32::from(ifa.broadcast),
+        }
+    }
+    pub fn owner(&self) -> NsId {
+        NsId(self.owner)
+    }
+}
+
+/// What the namespace looks like to the packet path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NsView {
+    pub id: NsId,
+    pub name: Arc<str>,
+    pub level: Level,
+    pub parent: Option<NsId>,
+    /// The L2 namespace whose devices and routes this namespace uses (itself for an L2).
+    pub family: NsId,
+    pub loopback: LoopbackMode,
+    /// The ifaddrs it owns (R6, without the implicit loopback).
+    pub ifaddrs: Vec<IfAddr>,
+    /// Its sockets, sorted by (proto, port, addr): `0.0.0.0` first within a port.
+    pub bindings: Vec<Binding>,
+}
+
+impl NsView {
+    /// Sorts bindings into the order lookups rely on.
+    pub fn normalize(&mut self) {
+        self.bindings.sort_by_key(|b| (b.proto, b.port, u32::from(b.addr), b.id));
+    }
+
+    /// R9 within this namespace: the socket bound to `dst:port`, else the one on `0.0.0.0:port`.
+    #[inline]
+    pub fn socket_for(&self, proto: Proto, dst: Ipv4Addr, port: u16) -> Option<SocketId> {
+        let start = self.bindings.partition_point(|b| (b.proto, b.port) < (proto, port));
+        let mut wildcard = None;
+        for b in self.bindings[start..].iter().take_while(|b| b.proto == proto && b.port == port) {
+            if b.addr == dst {
+                return Some(b.id);
+            }
+            if b.addr.is_unspecified() {
+                wildcard = Some(b.id);
+            }
+        }
+        wildcard
+    }
+}
+
+/// The L2 family of one L2 namespace: its address tables, routes and listeners.
+#[derive(Clone, Debug, Default)]
+pub struct Family {
+    pub l2: NsId,
+    unicast: ShardedMap<u32, AddrEntry>,
+    dups: Arc<HashMap<u32, Arc<[AddrEntry]>>>,
+    /// `(dev << 32) | broadcast` → how many ifaddrs on `dev` have that broadcast.
+    bcast: ShardedMap<u64, u32>,
+    routes: Arc<[Route]>,
+    /// Every binding in the family by port, for broadcast fan-out.
+    listeners: Arc<HashMap<u16, Arc<[Binding]>>>,
+}
+
+impl Family {
+    fn new(l2: NsId) -> Self {
+        Family { l2, ..Default::default() }
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Number of distinct local addresses in the family.
+    pub fn addr_count(&self) -> usize {
+        self.unicast.len()
+    }
+
+    /// All ifaddrs with local address `local` in this family.
+    pub fn entries(&self, local: Ipv4Addr) -> Vec<AddrEntry> {
+        let key = u32::from(local);
+        match self.unicast.get(key) {
+            None => Vec::new(),
+            Some(e) if !e.multi => vec![e],
+            Some(_) => self.dups.get(&key).map(|d| d.to_vec()).unwrap_or_default(),
+        }
+    }
+
+    #[inline]
+    fn lookup(&self, dev: DevId, dst: u32) -> Option<AddrEntry> {
+        let e = self.unicast.get(dst)?;
+        if !e.multi {
+            return Some(e);
+        }
+        let all = self.dups.get(&dst)?;
+        all.iter().find(|x| x.dev == dev.0).or(all.first()).copied()
+    }
+
+    fn bcast_add(&mut self, dev: u16, b: u32, delta: i32) {
+        if b == 0 {
+            return;
+        }
+        let key = (u64::from(dev) << 32) | u64::from(b);
+        let n = self.bcast.get(key).unwrap_or(0) as i64 + i64::from(delta);
+        if n <= 0 {
+            self.bcast.remove(key);
+        } else {
+            self.bcast.insert(key, n as u32);
+        }
+    }
+}
+
+/// Where a received IPv4 packet is headed (R8, R10).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Dest {
+    Unicast(NsId),
+    /// `255.255.255.255`.
+    LimitedBroadcast,
+    /// The broadcast address of an ifaddr on the receiving device.
+    DirectedBroadcast,
+    /// `224.0.0.0/4`: not delivered by this version.
+    Multicast,
+    /// Not for this host (l3ns is not a router).
+    Unclaimed,
+}
+
+/// A fixed-size chunked vector of `Arc` chunks: updating one slot copies one chunk.
+#[derive(Clone, Debug)]
+struct Chunked<T> {
+    chunks: Vec<Arc<Vec<Option<T>>>>,
+}
+
+const CHUNK: usize = 256;
+
+impl<T: Clone> Chunked<T> {
+    fn new() -> Self {
+        Chunked { chunks: Vec::new() }
+    }
+    #[inline]
+    fn get(&self, i: usize) -> Option<&T> {
+        self.chunks.get(i / CHUNK)?.get(i % CHUNK)?.as_ref()
+    }
+    fn set(&mut self, i: usize, v: Option<T>) {
+        while self.chunks.len() <= i / CHUNK {
+            self.chunks.push(Arc::new(vec![None; CHUNK]));
+        }
+        Arc::make_mut(&mut self.chunks[i / CHUNK])[i % CHUNK] = v;
+    }
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flat_map(|c| c.iter().flatten())
+    }
+}
+
+#[derive(Clone, Debug)]
+struct DeviceEntry {
+    device: Device,
+    family: usize,
+}
+
+/// The snapshot.
+#[derive(Clone, Debug)]
+pub struct OwnerTable {
+    version: u64,
+    devices: Arc<Vec<Option<DeviceEntry>>>,
+    families: Vec<Family>,
+    namespaces: Chunked<Arc<NsView>>,
+}
+
+impl Default for OwnerTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OwnerTable {
+    /// An empty snapshot, version 0: no devices, no namespaces.
+    pub fn new() -> Self {
+        OwnerTable {
+            version: 0,
+            devices: Arc::new(Vec::new()),
+            families: Vec::new(),
+            namespaces: Chunked::new(),
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    // ---- reads used by the packet path -------------------------------------------------
+
+    pub fn device(&self, dev: DevId) -> Option<&Device> {
+        self.devices.get(usize::from(dev.0))?.as_ref().map(|d| &d.device)
+    }
+
+    pub fn device_by_name(&self, name: &str) -> Option<&Device> {
+        self.devices.iter().flatten().map(|d| &d.device).find(|d| d.name == name)
+    }
+
+    /// The L2 family a device belongs to.
+    #[inline]
+    pub fn family_of_dev(&self, dev: DevId) -> Option<&Family> {
+        let e = self.devices.get(usize::from(dev.0))?.as_ref()?;
+        self.families.get(e.family)
+    }
+
+    pub fn family(&self, l2: NsId) -> Option<&Family> {
+        self.families.iter().find(|f| f.l2 == l2)
+    }
+
+    #[inline]
+    pub fn namespace(&self, ns: NsId) -> Option<&NsView> {
+        self.namespaces.get(ns.0 as usize).map(|v| &**v)
+    }
+
+    pub fn namespaces(&self) -> impl Iterator<Item = &NsView> {
+        self.namespaces.iter().map(|v| &**v)
+    }
+
+    /// R8: the namespace that owns `dst` for a packet received on `dev` (the ifaddr on `dev`
+    /// when several devices carry the same address).
+    #[inline]
+    pub fn owner(&self, dev: DevId, dst: Ipv4Addr) -> Option<NsId> {
+        self.family_of_dev(dev)?.lookup(dev, u32::from(dst)).map(|e| e.owner())
+    }
+
+    /// R8 with a family already resolved once per burst: the hot-path form.
+    #[inline]
+    pub fn owner_in(family: &Family, dev: DevId, dst: Ipv4Addr) -> Option<NsId> {
+        family.lookup(dev, u32::from(dst)).map(|e| e.owner())
+    }
+
+    /// R15: the owner of `addr` if it is a local address on `dev` itself (ARP is answered
+    /// only for addresses on the receiving device).
+    pub fn local_on_dev(&self, dev: DevId, addr: Ipv4Addr) -> Option<NsId> {
+        let f = self.family_of_dev(dev)?;
+        f.entries(addr).iter().find(|e| e.dev == dev.0).map(|e| e.owner())
+    }
+
+    /// R8/R10 classification of a destination received on `dev`.
+    #[inline]
+    pub fn classify(family: &Family, dev: DevId, dst: Ipv4Addr) -> Dest {
+        let d = u32::from(dst);
+        if d == u32::MAX {
+            return Dest::LimitedBroadcast;
+        }
+        if let Some(e) = family.lookup(dev, d) {
+            return Dest::Unicast(e.owner());
+        }
+        if family.bcast.get((u64::from(dev.0) << 32) | u64::from(d)).is_some() {
+            return Dest::DirectedBroadcast;
+        }
+        if dst.is_multicast() {
+            return Dest::Multicast;
+        }
+        Dest::Unclaimed
+    }
+
+    /// R10: calls `f` once for every socket a broadcast to `dst:port` received on `dev`
+    /// reaches: sockets in the family (the L2 and its L3 children) bound to `0.0.0.0` or to
+    /// `dst`. A directed broadcast reaches a child's `0.0.0.0` socket only if that child
+    /// owns an ifaddr whose broadcast is `dst`; the limited broadcast reaches every child.
+    pub fn broadcast_recipients(&self, dev: DevId, dst: Ipv4Addr, proto: Proto, port: u16, mut f: impl FnMut(&Binding)) {
+        let Some(family) = self.family_of_dev(dev) else { return };
+        let Some(list) = family.listeners.get(&port) else { return };
+        let limited = dst.is_broadcast();
+        for b in list.iter().filter(|b| b.proto == proto) {
+            let reaches = if b.addr == dst {
+                true
+            } else if b.addr.is_unspecified() {
+                limited
+                    || b.ns == family.l2
+                    || self.namespace(b.ns).is_some_and(|v| v.ifaddrs.iter().any(|i| i.broadcast == dst))
+            } else {
+                false
+            };
+            if reaches {
+                f(b);
+            }
+        }
+    }
+
+    /// R9: the socket in `ns` for a unicast datagram to `dst:port`.
+    #[inline]
+    pub fn unicast_socket(&self, ns: NsId, proto: Proto, dst: Ipv4Addr, port: u16) -> Option<SocketId> {
+        self.namespace(ns)?.socket_for(proto, dst, port)
+    }
+
+    /// R11: where a datagram that `ns` sends to `127.0.0.0/8` lands: a socket of `ns` itself,
+    /// or, for a `shared` namespace without a listener, its L2 parent's.
+    pub fn loopback_socket(&self, ns: NsId, proto: Proto, dst: Ipv4Addr, port: u16) -> Option<(NsId, SocketId)> {
+        let v = self.namespace(ns)?;
+        if let Some(s) = v.socket_for(proto, dst, port) {
+            return Some((ns, s));
+        }
+        if v.loopback == LoopbackMode::Shared {
+            let p = v.parent?;
+            return self.namespace(p)?.socket_for(proto, dst, port).map(|s| (p, s));
+        }
+        None
+    }
+
+    /// R7 for namespace `ns` (address part; port conflicts are the socket layer's).
+    pub fn bind_allowed(&self, ns: NsId, addr: Ipv4Addr) -> Result<(), Errno> {
+        let v = self.namespace(ns).ok_or(Errno::ENOENT)?;
+        rules::bind_allowed(addr, &v.ifaddrs)
+    }
+
+    /// R13 for namespace `ns` sending to `dst`.
+    pub fn select_source(&self, ns: NsId, dst: Ipv4Addr) -> Result<SourceChoice, Errno> {
+        let v = self.namespace(ns).ok_or(Errno::ENOENT)?;
+        let routes = self.family(v.family).map(|f| &*f.routes).unwrap_or(&[]);
+        rules::select_source(&v.ifaddrs, routes, dst)
+    }
+
+    /// R14: may `ns` send with source `src`?
+    pub fn may_send_from(&self, ns: NsId, src: Ipv4Addr) -> bool {
+        src.is_loopback() || self.namespace(ns).is_some_and(|v| v.ifaddrs.iter().any(|i| i.local == src))
+    }
+
+    /// Approximate heap bytes: (address tables, namespace views).
+    pub fn memory_usage(&self) -> (usize, usize) {
+        let addr: usize = self
+            .families
+            .iter()
+            .map(|f| f.unicast.heap_bytes() + f.bcast.heap_bytes() + f.routes.len() * std::mem::size_of::<Route>())
+            .sum();
+        let ns: usize = self
+            .namespaces
+            .chunks
+            .iter()
+            .map(|c| c.len() * std::mem::size_of::<Option<Arc<NsView>>>())
+            .sum::<usize>()
+            + self
+                .namespaces()
+                .map(|v| {
+                    std::mem::size_of::<NsView>()
+                        + 16
+                        + v.name.len()
+                        + v.ifaddrs.capacity() * std::mem::size_of::<IfAddr>()
+                        + v.ifaddrs.iter().map(|i| i.label.capacity()).sum::<usize>()
+                        + v.bindings.capacity() * std::mem::size_of::<Binding>()
+                })
+                .sum::<usize>();
+        (addr, ns)
+    }
+
+    // ---- writes used by the control thread's publisher ----------------------------------
+
+    pub fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+
+    fn family_index(&mut self, l2: NsId) -> usize {
+        if let Some(i) = self.families.iter().position(|f| f.l2 == l2) {
+            return i;
+        }
+        self.families.push(Family::new(l2));
+        self.families.len() - 1
+    }
+
+    /// Adds or replaces a device; its family is created if needed.
+    pub fn set_device(&mut self, device: Device) {
+        let family = self.family_index(device.owner);
+        let devices = Arc::make_mut(&mut self.devices);
+        let i = usize::from(device.id.0);
+        if devices.len() <= i {
+            devices.resize(i + 1, None);
+        }
+        devices[i] = Some(DeviceEntry { device, family });
+    }
+
+    /// Replaces every ifaddr with local address `local` in family `l2` by `entries` (empty:
+    /// the address is gone).
+    pub fn set_local(&mut self, l2: NsId, local: Ipv4Addr, entries: &[AddrEntry]) {
+        let key = u32::from(local);
+        let fi = self.family_index(l2);
+        let f = &mut self.families[fi];
+        for old in f.entries(local) {
+            f.bcast_add(old.dev, old.broadcast, -1);
+        }
+        for new in entries {
+            f.bcast_add(new.dev, new.broadcast, 1);
+        }
+        let had_dups = f.dups.contains_key(&key);
+        match entries {
+            [] => {
+                f.unicast.remove(key);
+            }
+            [one] => {
+                f.unicast.insert(key, AddrEntry { multi: false, ..*one });
+            }
+            [first, ..] => {
+                f.unicast.insert(key, AddrEntry { multi: true, ..*first });
+                Arc::make_mut(&mut f.dups).insert(key, entries.iter().map(|e| AddrEntry { multi: true, ..*e }).collect());
+            }
+        }
+        if had_dups && entries.len() < 2 {
+            Arc::make_mut(&mut f.dups).remove(&key);
+        }
+    }
+
+    /// Replaces family `l2`'s routes (explicit and connected).
+    pub fn set_routes(&mut self, l2: NsId, routes: Vec<Route>) {
+        let fi = self.family_index(l2);
+        self.families[fi].routes = routes.into();
+    }
+
+    /// Adds or replaces a namespace's view (bindings are sorted here).
+    pub fn set_namespace(&mut self, mut view: NsView) {
+        view.normalize();
+        let old = self.namespace(view.id).cloned();
+        let fi = self.family_index(view.family);
+        self.update_listeners(fi, old.as_ref(), Some(&view));
+        self.namespaces.set(view.id.0 as usize, Some(Arc::new(view)));
+    }
+
+    pub fn remove_namespace(&mut self, ns: NsId) {
+        if let Some(old) = self.namespace(ns).cloned() {
+            let fi = self.family_index(old.family);
+            self.update_listeners(fi, Some(&old), None);
+            self.namespaces.set(ns.0 as usize, None);
+        }
+    }
+
+    fn update_listeners(&mut self, fi: usize, old: Option<&NsView>, new: Option<&NsView>) {
+        let old_b = old.map(|v| v.bindings.as_slice()).unwrap_or(&[]);
+        let new_b = new.map(|v| v.bindings.as_slice()).unwrap_or(&[]);
+        if old_b == new_b {
+            return;
+        }
+        let ns = old.or(new).map(|v| v.id);
+        let mut ports: Vec<u16> = old_b.iter().chain(new_b).map(|b| b.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let listeners = Arc::make_mut(&mut self.families[fi].listeners);
+        for port in ports {
+            let mut list: Vec<Binding> = listeners
+                .get(&port)
+                .map(|l| l.iter().filter(|b| Some(b.ns) != ns).copied().collect())
+                .unwrap_or_default();
+            list.extend(new_b.iter().filter(|b| b.port == port));
+            list.sort_by_key(|b| (b.ns, b.id));
+            if list.is_empty() {
+                listeners.remove(&port);
+            } else {
+                listeners.insert(port, list.into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Scope;
+
+    const ROOT: NsId = NsId::ROOT;
+    const WEB1: NsId = NsId(1);
+    const WEB2: NsId = NsId(2);
+    const ETH0: DevId = DevId(1);
+    const ETH1: DevId = DevId(2);
+
+    fn ip(a: [u8; 4]) -> Ipv4Addr {
+        Ipv4Addr::from(a)
+    }
+
+    fn ifa(dev: DevId, local: [u8; 4], prefix: u8, owner: NsId) -> IfAddr {
+        let local = ip(local);
+        IfAddr {
+            dev,
+            label: format!("eth{}", dev.0 - 1),
+            local,
+            prefix,
+            broadcast: Ipv4Addr::from(u32::from(local) | !crate::types::prefix_mask(prefix)),
+            scope: Scope::Global,
+            owner,
+        }
+    }
+
+    fn view(id: NsId, name: &str, parent: Option<NsId>, ifaddrs: Vec<IfAddr>, bindings: Vec<(u32, [u8; 4], u16)>) -> NsView {
+        NsView {
+            id,
+            name: name.into(),
+            level: if parent.is_some() { Level::L3 } else { Level::L2 },
+            parent,
+            family: ROOT,
+            loopback: LoopbackMode::Isolated,
+            ifaddrs,
+            bindings: bindings
+                .into_iter()
+                .map(|(sid, a, port)| Binding { id: SocketId(sid), ns: id, proto: Proto::Udp, addr: ip(a), port })
+                .collect(),
+        }
+    }
+
+    /// root owns 10.0.0.1/24, web1 owns 10.0.0.2/24 and 10.1.0.1/16, web2 owns 10.0.0.3/24.
+    fn table() -> OwnerTable {
+        let mut t = OwnerTable::new();
+        for (id, name) in [(ETH0, "eth0"), (ETH1, "eth1")] {
+            t.set_device(Device { id, name: name.into(), owner: ROOT, mac: [2, 0, 0, 0, 0, id.0 as u8] });
+        }
+        let r = vec![ifa(ETH0, [10, 0, 0, 1], 24, ROOT)];
+        let w1 = vec![ifa(ETH0, [10, 0, 0, 2], 24, WEB1), ifa(ETH1, [10, 1, 0, 1], 16, WEB1)];
+        let w2 = vec![ifa(ETH0, [10, 0, 0, 3], 24, WEB2)];
+        for i in r.iter().chain(&w1).chain(&w2) {
+            t.set_local(ROOT, i.local, &[AddrEntry::of(i)]);
+        }
+        t.set_namespace(view(ROOT, "root", None, r, vec![(1, [0, 0, 0, 0], 67), (2, [0, 0, 0, 0], 7)]));
+        t.set_namespace(view(WEB1, "web1", Some(ROOT), w1, vec![(3, [0, 0, 0, 0], 7), (4, [10, 0, 0, 2], 7), (5, [0, 0, 0, 0], 67)]));
+        t.set_namespace(view(WEB2, "web2", Some(ROOT), w2, vec![(6, [0, 0, 0, 0], 7), (7, [0, 0, 0, 0], 67), (8, [10, 1, 255, 255], 67)]));
+        t
+    }
+
+    #[test]
+    fn r08_unicast_owner_lookup() {
+        let t = table();
+        assert_eq!(t.owner(ETH0, ip([10, 0, 0, 1])), Some(ROOT));
+        assert_eq!(t.owner(ETH0, ip([10, 0, 0, 2])), Some(WEB1));
+        assert_eq!(t.owner(ETH1, ip([10, 0, 0, 3])), Some(WEB2), "any device of the family");
+        assert_eq!(t.owner(ETH0, ip([10, 0, 0, 9])), None);
+        let f = t.family_of_dev(ETH0).unwrap();
+        assert_eq!(OwnerTable::classify(f, ETH0, ip([10, 0, 0, 9])), Dest::Unclaimed);
+        assert_eq!(OwnerTable::classify(f, ETH0, ip([10, 0, 0, 255])), Dest::DirectedBroadcast);
+        assert_eq!(OwnerTable::classify(f, ETH1, ip([10, 0, 0, 255])), Dest::Unclaimed, "not a broadcast of eth1");
+        assert_eq!(OwnerTable::classify(f, ETH1, ip([10, 1, 255, 255])), Dest::DirectedBroadcast);
+        assert_eq!(OwnerTable::classify(f, ETH0, Ipv4Addr::BROADCAST), Dest::LimitedBroadcast);
+        assert_eq!(OwnerTable::classify(f, ETH0, ip([224, 0, 0, 1])), Dest::Multicast);
+        // Moving an address (a push) changes its owner in the next snapshot only.
+        let before = t.clone();
+        let mut t2 = t.clone();
+        t2.set_local(ROOT, ip([10, 0, 0, 1]), &[AddrEntry { owner: WEB2.0, ..AddrEntry::of(&ifa(ETH0, [10, 0, 0, 1], 24, ROOT)) }]);
+        assert_eq!(t2.owner(ETH0, ip([10, 0, 0, 1])), Some(WEB2));
+        assert_eq!(before.owner(ETH0, ip([10, 0, 0, 1])), Some(ROOT));
+        // Removal.
+        t2.set_local(ROOT, ip([10, 0, 0, 1]), &[]);
+        assert_eq!(t2.owner(ETH0, ip([10, 0, 0, 1])), None);
+        assert_eq!(OwnerTable::classify(t2.family_of_dev(ETH0).unwrap(), ETH0, ip([10, 0, 0, 255])), Dest::DirectedBroadcast, "web1 and web2 still have 10.0.0.255");
+    }
+
+    #[test]
+    fn r08_same_address_on_two_devices_prefers_receiving_device() {
+        let mut t = table();
+        let a = ifa(ETH0, [10, 9, 0, 1], 24, WEB1);
+        let b = ifa(ETH1, [10, 9, 0, 1], 24, WEB2);
+        t.set_local(ROOT, a.local, &[AddrEntry::of(&a), AddrEntry::of(&b)]);
+        assert_eq!(t.owner(ETH0, a.local), Some(WEB1));
+        assert_eq!(t.owner(ETH1, a.local), Some(WEB2));
+        assert_eq!(t.local_on_dev(ETH1, a.local), Some(WEB2));
+        t.set_local(ROOT, a.local, &[AddrEntry::of(&b)]);
+        assert_eq!(t.owner(ETH0, a.local), Some(WEB2));
+        assert_eq!(t.local_on_dev(ETH0, a.local), None, "R15: ARP only for addresses on the receiving device");
+    }
+
+    #[test]
+    fn r09_most_specific_socket_wins() {
+        let t = table();
+        assert_eq!(t.unicast_socket(WEB1, Proto::Udp, ip([10, 0, 0, 2]), 7), Some(SocketId(4)));
+        assert_eq!(t.unicast_socket(WEB1, Proto::Udp, ip([10, 1, 0, 1]), 7), Some(SocketId(3)));
+        assert_eq!(t.unicast_socket(WEB2, Proto::Udp, ip([10, 0, 0, 3]), 7), Some(SocketId(6)));
+        assert_eq!(t.unicast_socket(WEB2, Proto::Udp, ip([10, 0, 0, 3]), 8), None);
+    }
+
+    fn recipients(t: &OwnerTable, dev: DevId, dst: [u8; 4], port: u16) -> Vec<u32> {
+        let mut out = Vec::new();
+        t.broadcast_recipients(dev, ip(dst), Proto::Udp, port, |b| out.push(b.id.0));
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn r10_broadcast_recipients() {
+        let t = table();
+        // Limited broadcast: every 0.0.0.0 listener in the family.
+        assert_eq!(recipients(&t, ETH0, [255, 255, 255, 255], 67), vec![1, 5, 7]);
+        assert_eq!(recipients(&t, ETH0, [255, 255, 255, 255], 7), vec![2, 3, 6]);
+        // Directed 10.0.0.255: root, and children owning an ifaddr with that broadcast.
+        assert_eq!(recipients(&t, ETH0, [10, 0, 0, 255], 67), vec![1, 5, 7]);
+        // Directed 10.1.255.255 (web1's /16 on eth1): root, web1's wildcard, and web2's socket
+        // bound to that address; not web2's wildcard (web2 owns no such ifaddr).
+        assert_eq!(recipients(&t, ETH1, [10, 1, 255, 255], 67), vec![1, 5, 8]);
+        // Nobody on that port.
+        assert_eq!(recipients(&t, ETH0, [255, 255, 255, 255], 99), Vec::<u32>::new());
+        // A closed socket disappears from the fan-out.
+        let mut t2 = t.clone();
+        let mut w2 = t2.namespace(WEB2).unwrap().clone();
+        w2.bindings.retain(|b| b.id != SocketId(7));
+        t2.set_namespace(w2);
+        assert_eq!(recipients(&t2, ETH0, [255, 255, 255, 255], 67), vec![1, 5]);
+        t2.remove_namespace(WEB1);
+        assert_eq!(recipients(&t2, ETH0, [255, 255, 255, 255], 67), vec![1]);
+        assert_eq!(recipients(&t, ETH0, [255, 255, 255, 255], 67), vec![1, 5, 7], "older snapshot unchanged");
+    }
+
+    #[test]
+    fn r11_loopback_isolated_and_shared() {
+        let mut t = table();
+        let mut w1 = t.namespace(WEB1).unwrap().clone();
+        w1.bindings.push(Binding { id: SocketId(20), ns: WEB1, proto: Proto::Udp, addr: ip([127, 0, 0, 1]), port: 53 });
+        t.set_namespace(w1);
+        let mut r = t.namespace(ROOT).unwrap().clone();
+        r.bindings.push(Binding { id: SocketId(21), ns: ROOT, proto: Proto::Udp, addr: ip([127, 0, 0, 1]), port: 111 });
+        t.set_namespace(r);
+        let lo = ip([127, 0, 0, 1]);
+        assert_eq!(t.loopback_socket(WEB1, Proto::Udp, lo, 53), Some((WEB1, SocketId(20))));
+        assert_eq!(t.loopback_socket(WEB2, Proto::Udp, lo, 53), None, "isolated: web1's listener is invisible");
+        assert_eq!(t.loopback_socket(WEB2, Proto::Udp, lo, 111), None, "isolated: no fallback to the parent");
+        let mut w2 = t.namespace(WEB2).unwrap().clone();
+        w2.loopback = LoopbackMode::Shared;
+        t.set_namespace(w2);
+        assert_eq!(t.loopback_socket(WEB2, Proto::Udp, lo, 111), Some((ROOT, SocketId(21))), "shared: the parent's portmap");
+        assert_eq!(t.loopback_socket(WEB2, Proto::Udp, lo, 53), None, "shared reaches the parent, not a sibling");
+    }
+
+    #[test]
+    fn r07_bind_and_r13_source_through_the_snapshot() {
+        let mut t = table();
+        t.set_routes(ROOT, vec![rules::connected_route(&ifa(ETH0, [10, 0, 0, 1], 24, ROOT)), rules::connected_route(&ifa(ETH1, [10, 1, 0, 1], 16, ROOT))]);
+        assert_eq!(t.bind_allowed(WEB1, ip([10, 0, 0, 2])), Ok(()));
+        assert_eq!(t.bind_allowed(WEB1, ip([10, 0, 0, 3])), Err(Errno::EADDRNOTAVAIL), "web2's address");
+        assert_eq!(t.bind_allowed(NsId(77), ip([0, 0, 0, 0])), Err(Errno::ENOENT));
+        let c = t.select_source(WEB1, ip([10, 0, 0, 77])).unwrap();
+        assert_eq!((c.src, c.dev), (ip([10, 0, 0, 2]), ETH0));
+        let c = t.select_source(WEB2, ip([10, 1, 2, 3])).unwrap();
+        assert_eq!((c.src, c.dev), (ip([10, 0, 0, 3]), ETH1), "nothing of web2's on eth1: any other");
+        assert!(t.may_send_from(WEB2, ip([10, 0, 0, 3])));
+        assert!(!t.may_send_from(WEB2, ip([10, 0, 0, 2])), "R14");
+    }
+}
