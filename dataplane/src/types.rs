@@ -30,7 +30,7 @@ impl DevId {
 }
 
 /// A socket, unique for the lifetime of the dataplane.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SocketId(pub u32);
 
 /// Namespace level (R1): L2 namespaces own devices and routes and may create L3 children;

@@ -13,6 +13,7 @@ use crate::errno::Errno;
 use crate::rules::{self, SourceChoice};
 use crate::types::{Binding, DevId, Device, IfAddr, Level, LoopbackMode, NsId, Proto, Route, SocketId};
 use hashbrown::HashMap;
+use crate::socket::SocketQueue;
 use sharded::ShardedMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -199,6 +200,8 @@ pub struct OwnerTable {
     devices: Arc<Vec<Option<DeviceEntry>>>,
     families: Vec<Family>,
     namespaces: Chunked<Arc<NsView>>,
+    /// Socket id → the queue its datagrams go to.
+    sockets: Chunked<Arc<SocketQueue>>,
 }
 
 impl Default for OwnerTable {
@@ -215,6 +218,7 @@ impl OwnerTable {
             devices: Arc::new(Vec::new()),
             families: Vec::new(),
             namespaces: Chunked::new(),
+            sockets: Chunked::new(),
         }
     }
 
@@ -313,6 +317,12 @@ impl OwnerTable {
                 f(b);
             }
         }
+    }
+
+    /// The queue a socket delivers into.
+    #[inline]
+    pub fn socket_queue(&self, id: SocketId) -> Option<&Arc<SocketQueue>> {
+        self.sockets.get(id.0 as usize)
     }
 
     /// R9: the socket in `ns` for a unicast datagram to `dst:port`.
@@ -439,6 +449,11 @@ impl OwnerTable {
     pub fn set_routes(&mut self, l2: NsId, routes: Vec<Route>) {
         let fi = self.family_index(l2);
         self.families[fi].routes = routes.into();
+    }
+
+    /// Attaches (or, with `None`, detaches) a socket's queue.
+    pub fn set_socket_queue(&mut self, id: SocketId, queue: Option<Arc<SocketQueue>>) {
+        self.sockets.set(id.0 as usize, queue);
     }
 
     /// Adds or replaces a namespace's view (bindings are sorted here).

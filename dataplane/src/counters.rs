@@ -1,0 +1,367 @@
+//! Counters of R16. Each worker owns its cells and is their only writer: an update is a
+//! relaxed load and store on the worker's own cache lines (no locked read-modify-write, no
+//! sharing on the hot path). Readers (Prometheus, `l3nsctl stats`) sum all workers' cells.
+
+use crate::types::NsId;
+use crate::wire::DropReason;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A single-writer counter cell.
+#[derive(Debug, Default)]
+pub struct Cell(AtomicU64);
+
+impl Cell {
+    #[inline(always)]
+    pub fn add(&self, n: u64) {
+        // Only one thread writes a cell, so load + store loses nothing and needs no lock.
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+    #[inline(always)]
+    pub fn inc(&self) {
+        self.add(1)
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a namespace dropped a packet.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NsDrop {
+    /// No socket listened on the destination (R9).
+    NoSocket,
+    /// The socket's queue was full.
+    QueueFull,
+    /// The namespace (or the socket) went away with datagrams still queued (R5).
+    NsGone,
+}
+
+impl NsDrop {
+    pub const ALL: [NsDrop; 3] = [NsDrop::NoSocket, NsDrop::QueueFull, NsDrop::NsGone];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NsDrop::NoSocket => "no_socket",
+            NsDrop::QueueFull => "queue_full",
+            NsDrop::NsGone => "ns_gone",
+        }
+    }
+}
+
+/// Per-namespace counters of one worker.
+#[derive(Debug, Default)]
+pub struct NsCounters {
+    pub rx_packets: Cell,
+    pub rx_bytes: Cell,
+    pub delivered: Cell,
+    pub broadcast_delivered: Cell,
+    pub dropped: [Cell; 3],
+    pub tx_packets: Cell,
+    pub tx_bytes: Cell,
+    pub tx_spoofed: Cell,
+    pub icmp_echo_replied: Cell,
+}
+
+impl NsCounters {
+    #[inline(always)]
+    pub fn drop(&self, why: NsDrop, n: u64) {
+        self.dropped[why as usize].add(n);
+    }
+}
+
+/// Why a port dropped a frame, beyond the parser's reasons.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PortDrop {
+    /// The parser rejected it (`truncated`, `bad_checksum`, …).
+    Malformed(DropReason),
+    /// No namespace owns the destination (R8): l3ns is not a router.
+    Unclaimed,
+    /// Multicast destinations are not delivered by this version.
+    Multicast,
+    /// A broadcast no socket listened to.
+    BroadcastUnheard,
+    /// Unicast to another host's MAC address.
+    OtherHost,
+    /// ICMP other than echo requests (nothing consumes it).
+    IcmpUnhandled,
+    /// The transmit ring was full.
+    TxRingFull,
+    /// A send waited for ARP resolution and the wait queue was full, or resolution failed.
+    ArpUnresolved,
+    /// A send had no route or no device for its output.
+    NoRoute,
+}
+
+/// Number of `PortDrop` labels.
+pub const PORT_DROPS: usize = DropReason::COUNT + 8;
+
+impl PortDrop {
+    #[inline(always)]
+    pub fn index(self) -> usize {
+        match self {
+            PortDrop::Malformed(r) => r.index(),
+            PortDrop::Unclaimed => DropReason::COUNT,
+            PortDrop::Multicast => DropReason::COUNT + 1,
+            PortDrop::BroadcastUnheard => DropReason::COUNT + 2,
+            PortDrop::OtherHost => DropReason::COUNT + 3,
+            PortDrop::IcmpUnhandled => DropReason::COUNT + 4,
+            PortDrop::TxRingFull => DropReason::COUNT + 5,
+            PortDrop::ArpUnresolved => DropReason::COUNT + 6,
+            PortDrop::NoRoute => DropReason::COUNT + 7,
+        }
+    }
+    pub fn all() -> impl Iterator<Item = PortDrop> {
+        DropReason::ALL.iter().map(|r| PortDrop::Malformed(*r)).chain([
+            PortDrop::Unclaimed,
+            PortDrop::Multicast,
+            PortDrop::BroadcastUnheard,
+            PortDrop::OtherHost,
+            PortDrop::IcmpUnhandled,
+            PortDrop::TxRingFull,
+            PortDrop::ArpUnresolved,
+            PortDrop::NoRoute,
+        ])
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortDrop::Malformed(r) => r.as_str(),
+            PortDrop::Unclaimed => "unclaimed",
+            PortDrop::Multicast => "multicast",
+            PortDrop::BroadcastUnheard => "broadcast_unheard",
+            PortDrop::OtherHost => "other_host",
+            PortDrop::IcmpUnhandled => "icmp_unhandled",
+            PortDrop::TxRingFull => "tx_ring_full",
+            PortDrop::ArpUnresolved => "arp_unresolved",
+            PortDrop::NoRoute => "no_route",
+        }
+    }
+    /// Whether the drop is a malformed frame (`l3ns_port_dropped_packets_total` keeps the
+    /// parser's precise reason; this groups them).
+    pub fn is_malformed(self) -> bool {
+        matches!(self, PortDrop::Malformed(_))
+    }
+}
+
+/// Per-port counters of one worker.
+#[derive(Debug)]
+pub struct PortCounters {
+    pub rx_packets: Cell,
+    pub rx_bytes: Cell,
+    pub tx_packets: Cell,
+    pub tx_bytes: Cell,
+    pub dropped: [Cell; PORT_DROPS],
+    pub arp_requests_answered: Cell,
+    pub arp_requests_sent: Cell,
+    pub icmp_unreachable_sent: Cell,
+    pub icmp_rate_limited: Cell,
+}
+
+impl Default for PortCounters {
+    fn default() -> Self {
+        PortCounters {
+            rx_packets: Cell::default(),
+            rx_bytes: Cell::default(),
+            tx_packets: Cell::default(),
+            tx_bytes: Cell::default(),
+            dropped: std::array::from_fn(|_| Cell::default()),
+            arp_requests_answered: Cell::default(),
+            arp_requests_sent: Cell::default(),
+            icmp_unreachable_sent: Cell::default(),
+            icmp_rate_limited: Cell::default(),
+        }
+    }
+}
+
+impl PortCounters {
+    #[inline(always)]
+    pub fn drop(&self, why: PortDrop) {
+        self.dropped[why.index()].inc();
+    }
+}
+
+const NS_CHUNK: usize = 256;
+type NsChunk = [NsCounters; NS_CHUNK];
+
+/// One writer's counters: per namespace (growing in chunks as namespaces appear), per port,
+/// and its polls.
+#[derive(Debug)]
+pub struct WorkerCounters {
+    chunks: ArcSwap<Vec<Arc<NsChunk>>>,
+    pub ports: Vec<PortCounters>,
+    pub busy_polls: Cell,
+    pub idle_polls: Cell,
+}
+
+impl WorkerCounters {
+    pub fn new(ports: usize) -> Self {
+        WorkerCounters {
+            chunks: ArcSwap::from_pointee(Vec::new()),
+            ports: (0..ports).map(|_| PortCounters::default()).collect(),
+            busy_polls: Cell::default(),
+            idle_polls: Cell::default(),
+        }
+    }
+
+    /// The writer's view; keep it and refresh only when `ns_mut` needs a new chunk.
+    pub fn writer(self: &Arc<Self>) -> NsWriter {
+        NsWriter { owner: self.clone(), chunks: self.chunks.load_full() }
+    }
+
+    /// Reads one namespace's cells, if this writer ever touched it.
+    pub fn ns(&self, ns: NsId) -> Option<NsSnapshot> {
+        let chunks = self.chunks.load();
+        let c = chunks.get(ns.0 as usize / NS_CHUNK)?;
+        Some(NsSnapshot::of(&c[ns.0 as usize % NS_CHUNK]))
+    }
+}
+
+/// A worker's handle for writing namespace counters.
+pub struct NsWriter {
+    owner: Arc<WorkerCounters>,
+    chunks: Arc<Vec<Arc<NsChunk>>>,
+}
+
+impl NsWriter {
+    #[inline(always)]
+    pub fn ns(&mut self, ns: NsId) -> &NsCounters {
+        let i = ns.0 as usize;
+        if i / NS_CHUNK >= self.chunks.len() {
+            self.grow(i / NS_CHUNK + 1);
+        }
+        &self.chunks[i / NS_CHUNK][i % NS_CHUNK]
+    }
+
+    #[cold]
+    fn grow(&mut self, n: usize) {
+        let mut v: Vec<Arc<NsChunk>> = (*self.chunks).clone();
+        while v.len() < n {
+            v.push(Arc::new(std::array::from_fn(|_| NsCounters::default())));
+        }
+        let v = Arc::new(v);
+        self.owner.chunks.store(v.clone());
+        self.chunks = v;
+    }
+}
+
+/// A namespace's counters summed (or read) at one moment.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NsSnapshot {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub delivered: u64,
+    pub broadcast_delivered: u64,
+    pub dropped_no_socket: u64,
+    pub dropped_queue_full: u64,
+    pub dropped_ns_gone: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_spoofed: u64,
+    pub icmp_echo_replied: u64,
+}
+
+impl NsSnapshot {
+    fn of(c: &NsCounters) -> Self {
+        NsSnapshot {
+            rx_packets: c.rx_packets.get(),
+            rx_bytes: c.rx_bytes.get(),
+            delivered: c.delivered.get(),
+            broadcast_delivered: c.broadcast_delivered.get(),
+            dropped_no_socket: c.dropped[0].get(),
+            dropped_queue_full: c.dropped[1].get(),
+            dropped_ns_gone: c.dropped[2].get(),
+            tx_packets: c.tx_packets.get(),
+            tx_bytes: c.tx_bytes.get(),
+            tx_spoofed: c.tx_spoofed.get(),
+            icmp_echo_replied: c.icmp_echo_replied.get(),
+        }
+    }
+
+    pub fn add(&mut self, o: &NsSnapshot) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.delivered += o.delivered;
+        self.broadcast_delivered += o.broadcast_delivered;
+        self.dropped_no_socket += o.dropped_no_socket;
+        self.dropped_queue_full += o.dropped_queue_full;
+        self.dropped_ns_gone += o.dropped_ns_gone;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_spoofed += o.tx_spoofed;
+        self.icmp_echo_replied += o.icmp_echo_replied;
+    }
+
+    pub fn dropped(&self, why: NsDrop) -> u64 {
+        match why {
+            NsDrop::NoSocket => self.dropped_no_socket,
+            NsDrop::QueueFull => self.dropped_queue_full,
+            NsDrop::NsGone => self.dropped_ns_gone,
+        }
+    }
+}
+
+/// Every writer's counters: the workers' and the control thread's (which counts `ns_gone`).
+#[derive(Debug)]
+pub struct Stats {
+    pub workers: Vec<Arc<WorkerCounters>>,
+    pub control: Arc<WorkerCounters>,
+    pub port_names: Vec<String>,
+}
+
+impl Stats {
+    pub fn new(workers: usize, port_names: Vec<String>) -> Arc<Self> {
+        let n = port_names.len();
+        Arc::new(Stats {
+            workers: (0..workers).map(|_| Arc::new(WorkerCounters::new(n))).collect(),
+            control: Arc::new(WorkerCounters::new(n)),
+            port_names,
+        })
+    }
+
+    /// A namespace's counters summed over every writer.
+    pub fn ns(&self, ns: NsId) -> NsSnapshot {
+        let mut s = NsSnapshot::default();
+        for w in self.workers.iter().chain([&self.control]) {
+            if let Some(x) = w.ns(ns) {
+                s.add(&x);
+            }
+        }
+        s
+    }
+
+    /// A port counter summed over the workers, chosen by `f`.
+    pub fn port_sum(&self, port: usize, f: impl Fn(&PortCounters) -> u64) -> u64 {
+        self.workers.iter().chain([&self.control]).filter_map(|w| w.ports.get(port)).map(f).sum()
+    }
+
+    pub fn port_dropped(&self, port: usize, why: PortDrop) -> u64 {
+        self.port_sum(port, |p| p.dropped[why.index()].get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_sum_over_writers_and_grow() {
+        let stats = Stats::new(2, vec!["mem0".into()]);
+        let mut w0 = stats.workers[0].writer();
+        let mut w1 = stats.workers[1].writer();
+        w0.ns(NsId(3)).delivered.add(2);
+        w1.ns(NsId(3)).delivered.inc();
+        w1.ns(NsId(700)).rx_packets.inc();
+        stats.control.writer().ns(NsId(3)).drop(NsDrop::NsGone, 4);
+        assert_eq!(stats.ns(NsId(3)).delivered, 3);
+        assert_eq!(stats.ns(NsId(3)).dropped_ns_gone, 4);
+        assert_eq!(stats.ns(NsId(700)).rx_packets, 1);
+        assert_eq!(stats.ns(NsId(9999)), NsSnapshot::default());
+        stats.workers[0].ports[0].drop(PortDrop::Unclaimed);
+        assert_eq!(stats.port_dropped(0, PortDrop::Unclaimed), 1);
+        let labels: std::collections::HashSet<_> = PortDrop::all().map(|d| d.as_str()).collect();
+        assert_eq!(labels.len(), PORT_DROPS);
+        for (i, d) in PortDrop::all().enumerate() {
+            assert_eq!(d.index(), i);
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The socket layer: where classified datagrams are handed from workers to applications.
+//!
+//! A `SocketQueue` is a bounded receive queue that one or more sockets deliver into; an
+//! application (or a built-in service) drains it. Workers never push per datagram: during a
+//! burst each worker fills one `Batch` per queue it touches and hands the batch over once at
+//! the end of the burst — one cross-core transfer per burst instead of one per packet
+//! (DESIGN.md, "the hand-off design decides everything"). Emptied batches go back to the
+//! worker's free pool, so the steady state allocates nothing.
+//!
+//! A queue's bound is counted in datagrams; a batch that does not fit is dropped whole and
+//! counted `queue_full` against each datagram's namespace. A worker never blocks.
+
+use crate::types::{NsId, SocketId};
+use crossbeam::queue::ArrayQueue;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// One received datagram's metadata; its payload is `Batch::payload(meta)`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DgramMeta {
+    pub socket: SocketId,
+    /// The namespace it was delivered in.
+    pub ns: NsId,
+    pub src: Ipv4Addr,
+    pub src_port: u16,
+    pub dst: Ipv4Addr,
+    pub dst_port: u16,
+    /// The device it arrived on (`DevId::LO` for loopback and local delivery).
+    pub dev: u16,
+    /// The snapshot version that classified it.
+    pub version: u64,
+    /// Delivered as one copy of a broadcast (R10).
+    pub broadcast: bool,
+    /// Where the payload sits in the batch (set by `Batch::push`).
+    pub off: u32,
+    pub len: u32,
+}
+
+impl Default for DgramMeta {
+    fn default() -> Self {
+        DgramMeta {
+            socket: SocketId(0),
+            ns: NsId(0),
+            src: Ipv4Addr::UNSPECIFIED,
+            src_port: 0,
+            dst: Ipv4Addr::UNSPECIFIED,
+            dst_port: 0,
+            dev: 0,
+            version: 0,
+            broadcast: false,
+            off: 0,
+            len: 0,
+        }
+    }
+}
+
+/// Datagrams handed over together.
+#[derive(Debug, Default)]
+pub struct Batch {
+    metas: Vec<DgramMeta>,
+    bytes: Vec<u8>,
+    /// Which worker's pool it returns to.
+    home: usize,
+}
+
+impl Batch {
+    pub fn with_capacity(n: usize, home: usize) -> Self {
+        Batch { metas: Vec::with_capacity(n), bytes: Vec::with_capacity(n * 256), home }
+    }
+
+    /// Appends a datagram; `meta.off` and `meta.len` are set here.
+    #[inline]
+    pub fn push(&mut self, mut meta: DgramMeta, payload: &[u8]) {
+        meta.off = self.bytes.len() as u32;
+        meta.len = payload.len() as u32;
+        self.bytes.extend_from_slice(payload);
+        self.metas.push(meta);
+    }
+
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.metas.clear();
+        self.bytes.clear();
+    }
+
+    pub fn metas(&self) -> &[DgramMeta] {
+        &self.metas
+    }
+
+    pub fn payload(&self, m: &DgramMeta) -> &[u8] {
+        &self.bytes[m.off as usize..(m.off + m.len) as usize]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&DgramMeta, &[u8])> {
+        self.metas.iter().map(move |m| (m, self.payload(m)))
+    }
+}
+
+/// Per-worker pools of empty batches; consumers return batches here.
+#[derive(Debug)]
+pub struct BatchPools {
+    pools: Vec<ArrayQueue<Batch>>,
+}
+
+impl BatchPools {
+    pub fn new(workers: usize, per_worker: usize) -> Arc<Self> {
+        Arc::new(BatchPools { pools: (0..workers.max(1)).map(|_| ArrayQueue::new(per_worker.max(1))).collect() })
+    }
+
+    pub fn take(&self, worker: usize, burst: usize) -> Batch {
+        self.pools.get(worker).and_then(|p| p.pop()).unwrap_or_else(|| Batch::with_capacity(burst, worker))
+    }
+
+    /// Returns an emptied batch to the worker it came from (dropped if that pool is full).
+    pub fn give_back(&self, mut batch: Batch) {
+        batch.clear();
+        if let Some(p) = self.pools.get(batch.home) {
+            let _ = p.push(batch);
+        }
+    }
+}
+
+/// A bounded receive queue shared by one or more sockets.
+#[derive(Debug)]
+pub struct SocketQueue {
+    batches: ArrayQueue<Batch>,
+    /// Datagrams currently queued (updated once per batch).
+    queued: AtomicUsize,
+    depth: usize,
+    pools: Arc<BatchPools>,
+    /// Set when every socket of the queue is closed: workers stop delivering.
+    closed: AtomicBool,
+    /// Datagrams handed to the application.
+    pub received: AtomicU64,
+    /// Highest depth seen.
+    pub high_water: AtomicUsize,
+    /// Datagrams refused because the queue was full.
+    pub overflow: AtomicU64,
+}
+
+impl SocketQueue {
+    /// A queue holding up to `depth` datagrams.
+    pub fn new(depth: usize, pools: Arc<BatchPools>) -> Arc<Self> {
+        let depth = depth.max(1);
+        Arc::new(SocketQueue {
+            batches: ArrayQueue::new(depth),
+            queued: AtomicUsize::new(0),
+            depth,
+            pools,
+            closed: AtomicBool::new(false),
+            received: AtomicU64::new(0),
+            high_water: AtomicUsize::new(0),
+            overflow: AtomicU64::new(0),
+        })
+    }
+
+    /// Worker side: hands a batch over, or gives it back when it does not fit.
+    pub fn offer(&self, batch: Batch) -> Result<(), Batch> {
+        let n = batch.len();
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(batch);
+        }
+        let now = self.queued.fetch_add(n, Ordering::AcqRel) + n;
+        if now > self.depth {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.overflow.fetch_add(n as u64, Ordering::Relaxed);
+            return Err(batch);
+        }
+        match self.batches.push(batch) {
+            Ok(()) => {
+                if now > self.high_water.load(Ordering::Relaxed) {
+                    self.high_water.store(now, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(b) => {
+                self.queued.fetch_sub(n, Ordering::AcqRel);
+                self.overflow.fetch_add(n as u64, Ordering::Relaxed);
+                Err(b)
+            }
+        }
+    }
+
+    /// Application side: the next batch, if any. Give it back with `recycle` when done.
+    pub fn pop_batch(&self) -> Option<Batch> {
+        let b = self.batches.pop()?;
+        self.queued.fetch_sub(b.len(), Ordering::AcqRel);
+        self.received.fetch_add(b.len() as u64, Ordering::Relaxed);
+        Some(b)
+    }
+
+    pub fn recycle(&self, batch: Batch) {
+        self.pools.give_back(batch);
+    }
+
+    /// Datagrams waiting.
+    pub fn len(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Closes the queue and returns what was still queued, per namespace, for `ns_gone`
+    /// accounting.
+    pub fn close(&self) -> Vec<(NsId, u64)> {
+        self.closed.store(true, Ordering::Relaxed);
+        let mut lost: Vec<(NsId, u64)> = Vec::new();
+        while let Some(b) = self.pop_batch() {
+            for m in b.metas() {
+                match lost.iter_mut().find(|(ns, _)| *ns == m.ns) {
+                    Some((_, n)) => *n += 1,
+                    None => lost.push((m.ns, 1)),
+                }
+            }
+            self.recycle(b);
+        }
+        lost
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+}
+
+/// An owned datagram, for applications that want one at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    pub meta: DgramMeta,
+    pub payload: Vec<u8>,
+}
+
+/// A convenience reader over a queue: one datagram at a time.
+#[derive(Debug)]
+pub struct Receiver {
+    queue: Arc<SocketQueue>,
+    current: Option<Batch>,
+    next: usize,
+}
+
+impl Receiver {
+    pub fn new(queue: Arc<SocketQueue>) -> Self {
+        Receiver { queue, current: None, next: 0 }
+    }
+
+    pub fn queue(&self) -> &Arc<SocketQueue> {
+        &self.queue
+    }
+
+    /// The next datagram, or `None` when nothing is queued (never blocks).
+    pub fn try_recv(&mut self) -> Option<Datagram> {
+        loop {
+            if let Some(b) = &self.current {
+                if let Some(m) = b.metas().get(self.next) {
+                    self.next += 1;
+                    return Some(Datagram { meta: *m, payload: b.payload(m).to_vec() });
+                }
+                let done = self.current.take().expect("checked above");
+                self.queue.recycle(done);
+            }
+            self.current = Some(self.queue.pop_batch()?);
+            self.next = 0;
+        }
+    }
+
+    /// Waits (polling, yielding the CPU) up to `timeout` for a datagram.
+    pub fn recv_timeout(&mut self, timeout: std::time::Duration) -> Option<Datagram> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(d) = self.try_recv() {
+                return Some(d);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(ns: u32) -> DgramMeta {
+        DgramMeta { socket: SocketId(1), ns: NsId(ns), src: Ipv4Addr::new(10, 0, 0, 9), src_port: 1000, dst: Ipv4Addr::new(10, 0, 0, 1), dst_port: 7, ..Default::default() }
+    }
+
+    #[test]
+    fn batches_hand_over_and_bound_is_in_datagrams() {
+        let pools = BatchPools::new(1, 8);
+        let q = SocketQueue::new(3, pools.clone());
+        let mut b = pools.take(0, 32);
+        for i in 0..2u8 {
+            b.push(meta(1), &[i; 3]);
+        }
+        q.offer(b).unwrap();
+        let mut b = pools.take(0, 32);
+        for _ in 0..2 {
+            b.push(meta(1), b"x");
+        }
+        let back = q.offer(b).unwrap_err();
+        assert_eq!(back.len(), 2, "2 + 2 > depth 3: refused whole");
+        assert_eq!(q.len(), 2);
+        let mut r = Receiver::new(q.clone());
+        assert_eq!(r.try_recv().unwrap().payload, vec![0; 3]);
+        assert_eq!(r.try_recv().unwrap().payload, vec![1; 3]);
+        assert!(r.try_recv().is_none());
+        assert_eq!(q.len(), 0);
+        assert_eq!(q.received.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn close_reports_what_was_lost() {
+        let pools = BatchPools::new(1, 8);
+        let q = SocketQueue::new(10, pools.clone());
+        let mut b = pools.take(0, 32);
+        b.push(meta(4), b"a");
+        b.push(meta(4), b"b");
+        q.offer(b).unwrap();
+        assert_eq!(q.close(), vec![(NsId(4), 2)]);
+        let mut b = pools.take(0, 32);
+        b.push(meta(4), b"c");
+        assert!(q.offer(b).is_err(), "closed queues take nothing");
+    }
+}

@@ -1,0 +1,673 @@
+//! The poll-mode worker: one per configured core, pinned, owning one queue of every port.
+//!
+//! Each poll: load the snapshot once, receive a burst from each port, parse, classify (R8,
+//! R10), match sockets (R9), stage deliveries in one batch per socket queue, answer ARP and
+//! ICMP echo (R15) and unreachable ports (rate-limited), then hand every batch over once;
+//! then take applications' sends, apply R11–R14 and transmit. Nothing here blocks, locks or
+//! allocates per packet (batches and frames are recycled).
+
+use crate::counters::{NsDrop, NsWriter, PortCounters, PortDrop, WorkerCounters};
+use crate::owner_table::{Dest, OwnerTable};
+use crate::port::Port;
+use crate::socket::{Batch, BatchPools, DgramMeta, SocketQueue};
+use crate::types::{DevId, NsId, Proto};
+use crate::wire::{self, ArpOp, FrameAddrs, MacAddr, Parsed, BROADCAST_MAC, DEFAULT_TTL};
+use arc_swap::ArcSwap;
+use crossbeam::queue::ArrayQueue;
+use hashbrown::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A datagram an application asks to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendRequest {
+    /// The sending namespace.
+    pub ns: NsId,
+    /// Source address: chosen by the caller with R13, or given explicitly (R14 checks it).
+    pub src: Ipv4Addr,
+    pub src_port: u16,
+    pub dst: Ipv4Addr,
+    pub dst_port: u16,
+    pub payload: Vec<u8>,
+}
+
+/// Learned IPv4 → MAC bindings, shared by all workers (a reply may arrive on another worker
+/// than the one that asked). Readers load it once per poll; learning copies the small map.
+#[derive(Debug, Default)]
+pub struct NeighTable {
+    map: ArcSwap<HashMap<(u16, Ipv4Addr), MacAddr>>,
+    write: Mutex<()>,
+}
+
+impl NeighTable {
+    pub fn lookup(&self, dev: DevId, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.map.load().get(&(dev.0, ip)).copied()
+    }
+
+    /// Records `ip is-at mac` on `dev`; returns whether it was new or changed.
+    pub fn learn(&self, dev: DevId, ip: Ipv4Addr, mac: MacAddr) -> bool {
+        if self.lookup(dev, ip) == Some(mac) {
+            return false;
+        }
+        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = (**self.map.load()).clone();
+        next.insert((dev.0, ip), mac);
+        self.map.store(Arc::new(next));
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What workers, the control thread and applications share.
+#[derive(Debug)]
+pub struct Shared {
+    pub table: Arc<ArcSwap<OwnerTable>>,
+    pub sends: ArrayQueue<SendRequest>,
+    pub pools: Arc<BatchPools>,
+    pub neigh: NeighTable,
+    pub stop: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(table: Arc<ArcSwap<OwnerTable>>, workers: usize, send_depth: usize) -> Arc<Self> {
+        Arc::new(Shared {
+            table,
+            sends: ArrayQueue::new(send_depth.max(1)),
+            pools: BatchPools::new(workers, 4096),
+            neigh: NeighTable::default(),
+            stop: AtomicBool::new(false),
+        })
+    }
+}
+
+/// Worker settings.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub id: usize,
+    pub burst: usize,
+    /// ICMP port-unreachable messages per second (token bucket, burst of the same size).
+    pub icmp_rate: u32,
+    /// Sends waiting for ARP resolution, at most.
+    pub arp_queue: usize,
+    /// How long a send waits for ARP before it is dropped (`arp_unresolved`).
+    pub arp_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig { id: 0, burst: 32, icmp_rate: 100, arp_queue: 256, arp_timeout: Duration::from_secs(3) }
+    }
+}
+
+struct WaitingSend {
+    req: SendRequest,
+    port: usize,
+    next_hop: Ipv4Addr,
+    since: Instant,
+}
+
+/// One port queue of this worker, with its device id and counter index.
+pub struct WorkerPort<P> {
+    pub port: P,
+    pub dev: DevId,
+    /// Index into the counters' port list.
+    pub index: usize,
+}
+
+/// Per-poll staging: one open batch per socket queue touched in this burst.
+struct Staging {
+    open: Vec<(Arc<SocketQueue>, Batch)>,
+}
+
+/// A frame the worker itself answers with (ARP reply, echo reply, unreachable), built in a
+/// scratch buffer during the receive callback and sent after it.
+struct Reply {
+    port: usize,
+    len: usize,
+    buf: [u8; 1514],
+}
+
+pub struct Worker<P: Port> {
+    cfg: WorkerConfig,
+    ports: Vec<WorkerPort<P>>,
+    shared: Arc<Shared>,
+    counters: Arc<WorkerCounters>,
+    ns: NsWriter,
+    staging: Staging,
+    replies: Vec<Reply>,
+    replies_used: usize,
+    waiting: Vec<WaitingSend>,
+    arp_asked: HashMap<(u16, Ipv4Addr), Instant>,
+    icmp_tokens: f64,
+    icmp_refill: Instant,
+}
+
+impl<P: Port> Worker<P> {
+    pub fn new(cfg: WorkerConfig, ports: Vec<WorkerPort<P>>, shared: Arc<Shared>, counters: Arc<WorkerCounters>) -> Self {
+        let ns = counters.writer();
+        let replies = (0..cfg.burst.max(1)).map(|_| Reply { port: 0, len: 0, buf: [0; 1514] }).collect();
+        Worker {
+            icmp_tokens: f64::from(cfg.icmp_rate),
+            cfg,
+            ports,
+            shared,
+            counters,
+            ns,
+            staging: Staging { open: Vec::new() },
+            replies,
+            replies_used: 0,
+            waiting: Vec::new(),
+            arp_asked: HashMap::new(),
+            icmp_refill: Instant::now(),
+        }
+    }
+
+    pub fn ports(&self) -> &[WorkerPort<P>] {
+        &self.ports
+    }
+
+    pub fn ports_mut(&mut self) -> &mut [WorkerPort<P>] {
+        &mut self.ports
+    }
+
+    /// Runs until `shared.stop` is set, pinned to `core` if given.
+    pub fn run(mut self, core: Option<usize>) -> Self {
+        if let Some(c) = core {
+            core_affinity::set_for_current(core_affinity::CoreId { id: c });
+        }
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            if self.poll(Instant::now()) == 0 {
+                std::hint::spin_loop();
+            }
+        }
+        // Drain what is already staged or waiting to be sent before leaving.
+        self.poll(Instant::now());
+        self
+    }
+
+    /// One poll of every port and of the send queue. Returns the packets handled.
+    pub fn poll(&mut self, now: Instant) -> usize {
+        let table = self.shared.table.load_full();
+        let mut work = 0;
+        for p in 0..self.ports.len() {
+            work += self.rx_port(&table, p, now);
+        }
+        self.flush_staging();
+        work += self.tx_sends(&table, now);
+        self.retry_waiting(&table, now);
+        for p in &mut self.ports {
+            p.port.tx_flush();
+        }
+        if work > 0 {
+            self.counters.busy_polls.inc();
+        } else {
+            self.counters.idle_polls.inc();
+        }
+        work
+    }
+
+    fn rx_port(&mut self, table: &Arc<OwnerTable>, p: usize, now: Instant) -> usize {
+        let dev = self.ports[p].dev;
+        let index = self.ports[p].index;
+        let mac = self.ports[p].port.info().mac;
+        let burst = self.cfg.burst;
+        let Some(family) = table.family_of_dev(dev) else {
+            // Not (yet) a device of the model: take the frames off the ring and count them.
+            let pc = &self.counters.ports[index];
+            return self.ports[p].port.rx_burst(burst, |f| {
+                pc.rx_packets.inc();
+                pc.rx_bytes.add(f.len() as u64);
+                pc.drop(PortDrop::Unclaimed);
+            });
+        };
+        let version = table.version();
+        let mut rx = RxCtx {
+            table,
+            family,
+            dev,
+            mac,
+            version,
+            port_index: p,
+            pc: &self.counters.ports[index],
+            ns: &mut self.ns,
+            staging: &mut self.staging,
+            pools: &self.shared.pools,
+            worker: self.cfg.id,
+            burst,
+            replies: &mut self.replies,
+            replies_used: &mut self.replies_used,
+            neigh: &self.shared.neigh,
+            icmp_tokens: &mut self.icmp_tokens,
+            icmp_refill: &mut self.icmp_refill,
+            icmp_rate: self.cfg.icmp_rate,
+            now,
+        };
+        let n = self.ports[p].port.rx_burst(burst, |frame| rx.frame(frame));
+        self.send_replies();
+        n
+    }
+
+    fn send_replies(&mut self) {
+        for r in &self.replies[..self.replies_used] {
+            let wp = &mut self.ports[r.port];
+            let pc = &self.counters.ports[wp.index];
+            let bytes = &r.buf[..r.len];
+            if wp.port.tx_frame(bytes.len(), |b| {
+                b[..bytes.len()].copy_from_slice(bytes);
+                bytes.len()
+            }) {
+                pc.tx_packets.inc();
+                pc.tx_bytes.add(bytes.len() as u64);
+            } else {
+                pc.drop(PortDrop::TxRingFull);
+            }
+        }
+        self.replies_used = 0;
+    }
+
+    /// Hands every open batch to its queue; counts deliveries or `queue_full`.
+    fn flush_staging(&mut self) {
+        for (queue, batch) in self.staging.open.drain(..) {
+            match queue.offer(batch) {
+                Ok(()) => {}
+                Err(batch) => {
+                    for m in batch.metas() {
+                        let c = self.ns.ns(m.ns);
+                        c.drop(NsDrop::QueueFull, 1);
+                        // Undo the delivery counted at staging time.
+                        if m.broadcast {
+                            c.broadcast_delivered.add(u64::MAX);
+                        } else {
+                            c.delivered.add(u64::MAX);
+                        }
+                    }
+                    self.shared.pools.give_back(batch);
+                }
+            }
+        }
+    }
+
+    /// Takes applications' sends: loopback (R11), local delivery (R12), egress check (R14),
+    /// then the wire through ARP.
+    fn tx_sends(&mut self, table: &Arc<OwnerTable>, now: Instant) -> usize {
+        let mut n = 0;
+        while n < self.cfg.burst {
+            let Some(req) = self.shared.sends.pop() else { break };
+            n += 1;
+            self.send_one(table, req, now);
+        }
+        self.flush_staging();
+        n
+    }
+
+    fn send_one(&mut self, table: &Arc<OwnerTable>, req: SendRequest, now: Instant) {
+        let Some(view) = table.namespace(req.ns) else { return };
+        // R14: never transmit a source the sender does not own.
+        if !table.may_send_from(req.ns, req.src) {
+            self.ns.ns(req.ns).tx_spoofed.inc();
+            return;
+        }
+        let c = self.ns.ns(req.ns);
+        c.tx_packets.inc();
+        c.tx_bytes.add(req.payload.len() as u64);
+        let version = table.version();
+        // R11: loopback stays inside the sender (or its parent, when shared).
+        if req.dst.is_loopback() {
+            match table.loopback_socket(req.ns, Proto::Udp, req.dst, req.dst_port) {
+                Some((to, sock)) => self.stage_local(table, to, sock, &req, version),
+                None => self.ns.ns(req.ns).drop(NsDrop::NoSocket, 1),
+            }
+            return;
+        }
+        // R12: an address owned on this host is delivered here, never on the wire.
+        if let Some(family) = table.family(view.family) {
+            if let Some(to) = OwnerTable::owner_in(family, DevId::LO, req.dst) {
+                match table.unicast_socket(to, Proto::Udp, req.dst, req.dst_port) {
+                    Some(sock) => self.stage_local(table, to, sock, &req, version),
+                    None => {
+                        let c = self.ns.ns(to);
+                        c.rx_packets.inc();
+                        c.rx_bytes.add(req.payload.len() as u64);
+                        c.drop(NsDrop::NoSocket, 1);
+                    }
+                }
+                return;
+            }
+        }
+        let Ok(choice) = table.select_source(req.ns, req.dst) else {
+            self.count_port_drop_any(PortDrop::NoRoute);
+            return;
+        };
+        let Some(port) = self.ports.iter().position(|p| p.dev == choice.dev) else {
+            self.count_port_drop_any(PortDrop::NoRoute);
+            return;
+        };
+        self.transmit_or_wait(port, choice.next_hop, req, now);
+    }
+
+    fn count_port_drop_any(&self, why: PortDrop) {
+        if let Some(p) = self.ports.first() {
+            self.counters.ports[p.index].drop(why);
+        }
+    }
+
+    fn stage_local(&mut self, table: &OwnerTable, to: NsId, sock: crate::types::SocketId, req: &SendRequest, version: u64) {
+        let Some(queue) = table.socket_queue(sock) else {
+            self.ns.ns(to).drop(NsDrop::NoSocket, 1);
+            return;
+        };
+        let c = self.ns.ns(to);
+        c.rx_packets.inc();
+        c.rx_bytes.add(req.payload.len() as u64);
+        c.delivered.inc();
+        let meta = DgramMeta {
+            socket: sock,
+            ns: to,
+            src: req.src,
+            src_port: req.src_port,
+            dst: req.dst,
+            dst_port: req.dst_port,
+            dev: DevId::LO.0,
+            version,
+            ..Default::default()
+        };
+        stage(&mut self.staging, &self.shared.pools, self.cfg.id, self.cfg.burst, queue, meta, &req.payload);
+    }
+
+    fn transmit_or_wait(&mut self, port: usize, next_hop: Ipv4Addr, req: SendRequest, now: Instant) {
+        let dev = self.ports[port].dev;
+        let dst_mac = if req.dst.is_broadcast() {
+            Some(BROADCAST_MAC)
+        } else {
+            self.shared.neigh.lookup(dev, next_hop)
+        };
+        match dst_mac {
+            Some(mac) => self.transmit(port, mac, &req),
+            None => {
+                if self.waiting.len() >= self.cfg.arp_queue {
+                    self.counters.ports[self.ports[port].index].drop(PortDrop::ArpUnresolved);
+                    return;
+                }
+                self.ask_arp(port, req.src, next_hop, now);
+                self.waiting.push(WaitingSend { req, port, next_hop, since: now });
+            }
+        }
+    }
+
+    fn transmit(&mut self, port: usize, dst_mac: MacAddr, req: &SendRequest) {
+        let wp = &mut self.ports[port];
+        let pc = &self.counters.ports[wp.index];
+        let addrs = FrameAddrs { src_mac: wp.port.info().mac, dst_mac, src_ip: req.src, dst_ip: req.dst };
+        let len = 14 + 20 + 8 + req.payload.len();
+        if len > wp.port.info().max_frame {
+            pc.drop(PortDrop::TxRingFull);
+            return;
+        }
+        let mut built = 0;
+        let ok = wp.port.tx_frame(len, |b| {
+            built = wire::build_udp(b, &addrs, req.src_port, req.dst_port, DEFAULT_TTL, &req.payload).unwrap_or(0);
+            built
+        });
+        if ok && built > 0 {
+            pc.tx_packets.inc();
+            pc.tx_bytes.add(built as u64);
+        } else {
+            pc.drop(PortDrop::TxRingFull);
+        }
+    }
+
+    fn ask_arp(&mut self, port: usize, src: Ipv4Addr, target: Ipv4Addr, now: Instant) {
+        let dev = self.ports[port].dev;
+        if let Some(t) = self.arp_asked.get(&(dev.0, target)) {
+            if now.duration_since(*t) < Duration::from_millis(500) {
+                return;
+            }
+        }
+        self.arp_asked.insert((dev.0, target), now);
+        let wp = &mut self.ports[port];
+        let mac = wp.port.info().mac;
+        let pc = &self.counters.ports[wp.index];
+        if wp.port.tx_frame(42, |b| wire::build_arp_request(b, mac, src, target).unwrap_or(0)) {
+            pc.arp_requests_sent.inc();
+            pc.tx_packets.inc();
+            pc.tx_bytes.add(42);
+        } else {
+            pc.drop(PortDrop::TxRingFull);
+        }
+    }
+
+    fn retry_waiting(&mut self, table: &Arc<OwnerTable>, now: Instant) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.waiting);
+        for w in waiting {
+            let dev = self.ports[w.port].dev;
+            if let Some(mac) = self.shared.neigh.lookup(dev, w.next_hop) {
+                // Ownership may have moved while it waited: check R14 again.
+                if table.may_send_from(w.req.ns, w.req.src) {
+                    self.transmit(w.port, mac, &w.req);
+                } else {
+                    self.ns.ns(w.req.ns).tx_spoofed.inc();
+                }
+            } else if now.duration_since(w.since) > self.cfg.arp_timeout {
+                self.counters.ports[self.ports[w.port].index].drop(PortDrop::ArpUnresolved);
+            } else {
+                self.ask_arp(w.port, w.req.src, w.next_hop, now);
+                self.waiting.push(w);
+            }
+        }
+    }
+}
+
+#[inline]
+fn stage(staging: &mut Staging, pools: &BatchPools, worker: usize, burst: usize, queue: &Arc<SocketQueue>, meta: DgramMeta, payload: &[u8]) {
+    if let Some((_, b)) = staging.open.iter_mut().find(|(q, _)| Arc::ptr_eq(q, queue)) {
+        b.push(meta, payload);
+        return;
+    }
+    let mut b = pools.take(worker, burst);
+    b.push(meta, payload);
+    staging.open.push((queue.clone(), b));
+}
+
+/// Everything the receive callback needs, borrowed for one burst.
+struct RxCtx<'a> {
+    table: &'a OwnerTable,
+    family: &'a crate::owner_table::Family,
+    dev: DevId,
+    mac: MacAddr,
+    version: u64,
+    port_index: usize,
+    pc: &'a PortCounters,
+    ns: &'a mut NsWriter,
+    staging: &'a mut Staging,
+    pools: &'a BatchPools,
+    worker: usize,
+    burst: usize,
+    replies: &'a mut Vec<Reply>,
+    replies_used: &'a mut usize,
+    neigh: &'a NeighTable,
+    icmp_tokens: &'a mut f64,
+    icmp_refill: &'a mut Instant,
+    icmp_rate: u32,
+    now: Instant,
+}
+
+impl RxCtx<'_> {
+    #[inline]
+    fn frame(&mut self, frame: &[u8]) {
+        self.pc.rx_packets.inc();
+        self.pc.rx_bytes.add(frame.len() as u64);
+        match wire::parse_frame(frame) {
+            Err(reason) => self.pc.drop(PortDrop::Malformed(reason)),
+            Ok(Parsed::Udp(u)) => {
+                if !u.eth.is_group() && u.eth.dst != self.mac {
+                    self.pc.drop(PortDrop::OtherHost);
+                    return;
+                }
+                match OwnerTable::classify(self.family, self.dev, u.ip.dst) {
+                    Dest::Unicast(ns) => self.unicast(ns, &u),
+                    Dest::LimitedBroadcast | Dest::DirectedBroadcast => self.broadcast(&u),
+                    Dest::Multicast => self.pc.drop(PortDrop::Multicast),
+                    Dest::Unclaimed => self.pc.drop(PortDrop::Unclaimed),
+                }
+            }
+            Ok(Parsed::Arp(a)) => self.arp(&a),
+            Ok(Parsed::Icmp(i)) => self.icmp(&i),
+        }
+    }
+
+    #[inline]
+    fn unicast(&mut self, ns: NsId, u: &wire::UdpFrame<'_>) {
+        let c = self.ns.ns(ns);
+        c.rx_packets.inc();
+        c.rx_bytes.add(u.ip.total_len() as u64);
+        let queue = self
+            .table
+            .namespace(ns)
+            .and_then(|v| v.socket_for(Proto::Udp, u.ip.dst, u.dst_port))
+            .and_then(|s| self.table.socket_queue(s).map(|q| (s, q)));
+        match queue {
+            Some((sock, q)) => {
+                c.delivered.inc();
+                let meta = DgramMeta {
+                    socket: sock,
+                    ns,
+                    src: u.ip.src,
+                    src_port: u.src_port,
+                    dst: u.ip.dst,
+                    dst_port: u.dst_port,
+                    dev: self.dev.0,
+                    version: self.version,
+                    ..Default::default()
+                };
+                stage(self.staging, self.pools, self.worker, self.burst, q, meta, u.payload);
+            }
+            None => {
+                c.drop(NsDrop::NoSocket, 1);
+                self.port_unreachable(u);
+            }
+        }
+    }
+
+    fn broadcast(&mut self, u: &wire::UdpFrame<'_>) {
+        let mut any = false;
+        let (table, staging, pools, ns) = (self.table, &mut *self.staging, self.pools, &mut *self.ns);
+        let (worker, burst, dev, version) = (self.worker, self.burst, self.dev, self.version);
+        table.broadcast_recipients(dev, u.ip.dst, Proto::Udp, u.dst_port, |b| {
+            let Some(q) = table.socket_queue(b.id) else { return };
+            any = true;
+            let c = ns.ns(b.ns);
+            c.rx_packets.inc();
+            c.rx_bytes.add(u.ip.total_len() as u64);
+            c.broadcast_delivered.inc();
+            let meta = DgramMeta {
+                socket: b.id,
+                ns: b.ns,
+                src: u.ip.src,
+                src_port: u.src_port,
+                dst: u.ip.dst,
+                dst_port: u.dst_port,
+                dev: dev.0,
+                version,
+                broadcast: true,
+                ..Default::default()
+            };
+            stage(staging, pools, worker, burst, q, meta, u.payload);
+        });
+        if !any {
+            self.pc.drop(PortDrop::BroadcastUnheard);
+        }
+    }
+
+    fn reply_slot(&mut self) -> Option<&mut Reply> {
+        let i = *self.replies_used;
+        let r = self.replies.get_mut(i)?;
+        *self.replies_used += 1;
+        r.port = self.port_index;
+        Some(r)
+    }
+
+    fn arp(&mut self, a: &wire::ArpFrame) {
+        let arp = a.arp;
+        // Learn the sender's binding (requests and replies both carry it).
+        if !arp.sender_ip.is_unspecified() {
+            self.neigh.learn(self.dev, arp.sender_ip, arp.sender_mac);
+        }
+        if arp.op != ArpOp::Request {
+            return;
+        }
+        // R15: every local address on this device, whoever owns it.
+        if self.table.local_on_dev(self.dev, arp.target_ip).is_none() {
+            return;
+        }
+        let mac = self.mac;
+        let Some(r) = self.reply_slot() else {
+            self.pc.drop(PortDrop::TxRingFull);
+            return;
+        };
+        r.len = wire::build_arp_reply(&mut r.buf, mac, arp.target_ip, arp.sender_mac, arp.sender_ip).unwrap_or(0);
+        self.pc.arp_requests_answered.inc();
+    }
+
+    fn icmp(&mut self, i: &wire::IcmpFrame<'_>) {
+        if !i.eth.is_group() && i.eth.dst != self.mac {
+            self.pc.drop(PortDrop::OtherHost);
+            return;
+        }
+        let Dest::Unicast(ns) = OwnerTable::classify(self.family, self.dev, i.ip.dst) else {
+            self.pc.drop(PortDrop::Unclaimed);
+            return;
+        };
+        let c = self.ns.ns(ns);
+        c.rx_packets.inc();
+        c.rx_bytes.add(i.ip.total_len() as u64);
+        if i.icmp_type != wire::icmp::kind::ECHO_REQUEST {
+            self.pc.drop(PortDrop::IcmpUnhandled);
+            return;
+        }
+        // R15: answered from the address it was sent to, counted in the owner.
+        c.icmp_echo_replied.inc();
+        c.tx_packets.inc();
+        c.tx_bytes.add(i.ip.total_len() as u64);
+        let mac = self.mac;
+        let Some(r) = self.reply_slot() else {
+            self.pc.drop(PortDrop::TxRingFull);
+            return;
+        };
+        r.len = wire::build_icmp_echo_reply(&mut r.buf, mac, i).unwrap_or(0);
+    }
+
+    fn port_unreachable(&mut self, u: &wire::UdpFrame<'_>) {
+        // Never answer to a broadcast or multicast frame (RFC 1122 3.2.2).
+        if u.eth.is_group() {
+            return;
+        }
+        let elapsed = self.now.saturating_duration_since(*self.icmp_refill).as_secs_f64();
+        *self.icmp_refill = self.now;
+        let rate = f64::from(self.icmp_rate);
+        *self.icmp_tokens = (*self.icmp_tokens + elapsed * rate).min(rate);
+        if *self.icmp_tokens < 1.0 {
+            self.pc.icmp_rate_limited.inc();
+            return;
+        }
+        *self.icmp_tokens -= 1.0;
+        let addrs = FrameAddrs::answering(self.mac, &u.eth, &u.ip);
+        let Some(r) = self.reply_slot() else {
+            self.pc.icmp_rate_limited.inc();
+            return;
+        };
+        r.len = wire::build_icmp_port_unreachable(&mut r.buf, &addrs, u.ip.packet).unwrap_or(0);
+        self.pc.icmp_unreachable_sent.inc();
+    }
+}
