@@ -6,12 +6,16 @@
 //! backends that talk to the kernel or DPDK.
 #![deny(unsafe_code)]
 
+pub mod api;
+pub mod counters;
 pub mod errno;
 pub mod owner_table;
 pub mod port;
 pub mod rules;
+pub mod socket;
 pub mod types;
 pub mod wire;
+pub mod worker;
 
 pub use errno::Errno;
 pub use owner_table::OwnerTable;

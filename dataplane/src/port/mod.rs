@@ -5,7 +5,12 @@
 //! Backends: `memory` (tests, benchmarks, the demo), `afpacket` (any Linux interface),
 //! `dpdk` (cargo feature `dpdk`). Only backend modules may contain `unsafe` code.
 
+#[allow(unsafe_code)]
+pub mod afpacket;
 pub mod memory;
+#[cfg(feature = "dpdk")]
+#[allow(unsafe_code)]
+pub mod dpdk;
 
 /// What a worker needs to know about the device behind a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
