@@ -1356,10 +1356,12 @@ fn check_route_dst(dst: Ipv4Prefix) -> Result<()> {
     Ok(())
 }
 
-/// The service forms of the interface contract: `echo`, `sink`, `attach:PATH`.
+/// The service forms of the interface contract: `echo`, `sink`, `attach:PATH`, and `app`,
+/// a socket held by an in-process application (`Runtime::udp_socket`).
 fn validate_service(service: &str) -> Result<()> {
     let ok = service == "echo"
         || service == "sink"
+        || service == "app"
         || service
             .strip_prefix("attach:")
             .is_some_and(|p| !p.is_empty());

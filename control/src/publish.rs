@@ -57,7 +57,12 @@ pub fn full_build(model: &Model, version: u64) -> OwnerTable {
         t.set_device(d.clone());
     }
     let mut l2s: Vec<NsId> = model.devices().map(|d| d.owner).collect();
-    l2s.extend(model.namespaces().filter(|n| n.level == l2_level()).map(|n| n.id));
+    l2s.extend(
+        model
+            .namespaces()
+            .filter(|n| n.level == l2_level())
+            .map(|n| n.id),
+    );
     l2s.sort();
     l2s.dedup();
     for l2 in &l2s {
@@ -65,7 +70,9 @@ pub fn full_build(model: &Model, version: u64) -> OwnerTable {
     }
     let mut seen = std::collections::BTreeSet::new();
     for i in model.ifaddrs() {
-        let Some(l2) = model.device(i.dev).map(|d| d.owner) else { continue };
+        let Some(l2) = model.device(i.dev).map(|d| d.owner) else {
+            continue;
+        };
         if seen.insert((l2, i.local)) {
             t.set_local(l2, i.local, &entries_at(model, l2, i.local));
         }
@@ -89,7 +96,11 @@ impl Publisher {
         let prev = swap.load().version();
         let current = Arc::new(full_build(model, prev + 1));
         swap.store(current.clone());
-        Publisher { current, swap, last_publish: Duration::ZERO }
+        Publisher {
+            current,
+            swap,
+            last_publish: Duration::ZERO,
+        }
     }
 
     pub fn swap(&self) -> &Arc<ArcSwap<OwnerTable>> {
@@ -106,7 +117,12 @@ impl Publisher {
 
     /// Publishes what `changes` says changed in `model`, plus socket queues to attach.
     /// Returns the new version.
-    pub fn publish(&mut self, model: &Model, changes: &Changes, attach: &[(SocketId, Arc<SocketQueue>)]) -> u64 {
+    pub fn publish(
+        &mut self,
+        model: &Model,
+        changes: &Changes,
+        attach: &[(SocketId, Arc<SocketQueue>)],
+    ) -> u64 {
         let start = Instant::now();
         let mut t = (*self.current).clone();
         if changes.devices {
@@ -148,35 +164,51 @@ impl Publisher {
 /// Checks that `table` says what `model` says, for every address, namespace and socket:
 /// the property tests call it after every step.
 pub fn check_agreement(model: &Model, table: &OwnerTable) -> Result<(), String> {
-    let mut per_family: std::collections::BTreeMap<NsId, std::collections::BTreeSet<Ipv4Addr>> = Default::default();
+    let mut per_family: std::collections::BTreeMap<NsId, std::collections::BTreeSet<Ipv4Addr>> =
+        Default::default();
     for i in model.ifaddrs() {
         let l2 = model.device(i.dev).ok_or("ifaddr on unknown device")?.owner;
         per_family.entry(l2).or_default().insert(i.local);
         match table.owner(i.dev, i.local) {
             Some(o) if o == i.owner => {}
-            other => return Err(format!("{} on dev {:?}: model owner {}, snapshot {:?}", i.local, i.dev, i.owner, other)),
+            other => {
+                return Err(format!(
+                    "{} on dev {:?}: model owner {}, snapshot {:?}",
+                    i.local, i.dev, i.owner, other
+                ))
+            }
         }
         if table.local_on_dev(i.dev, i.local) != Some(i.owner) {
-            return Err(format!("{} not local on its device {:?} in the snapshot", i.local, i.dev));
+            return Err(format!(
+                "{} not local on its device {:?} in the snapshot",
+                i.local, i.dev
+            ));
         }
     }
     for (l2, locals) in &per_family {
         let n = table.family(*l2).map(|f| f.addr_count()).unwrap_or(0);
         if n != locals.len() {
-            return Err(format!("family {l2}: snapshot has {n} addresses, model {}", locals.len()));
+            return Err(format!(
+                "family {l2}: snapshot has {n} addresses, model {}",
+                locals.len()
+            ));
         }
     }
     let model_ns: Vec<NsId> = model.namespaces().map(|n| n.id).collect();
     let table_ns: Vec<NsId> = table.namespaces().map(|v| v.id).collect();
     if model_ns != table_ns {
-        return Err(format!("namespaces differ: model {model_ns:?}, snapshot {table_ns:?}"));
+        return Err(format!(
+            "namespaces differ: model {model_ns:?}, snapshot {table_ns:?}"
+        ));
     }
     for id in model_ns {
         let mut want = ns_view(model, id).ok_or("vanished")?;
         want.normalize();
         let got = table.namespace(id).ok_or("missing view")?;
         if *got != want {
-            return Err(format!("view of {id} differs:\nmodel    {want:?}\nsnapshot {got:?}"));
+            return Err(format!(
+                "view of {id} differs:\nmodel    {want:?}\nsnapshot {got:?}"
+            ));
         }
     }
     Ok(())

@@ -39,11 +39,21 @@ impl Runtime {
         let stats = Stats::new(workers, port_names);
         let publisher = Publisher::new(&model, swap);
         let control_ns = stats.control.writer();
-        let mut rt = Runtime { model, publisher, shared, stats, queues: BTreeMap::new(), queue_depth, control_ns, ops: BTreeMap::new() };
+        let mut rt = Runtime {
+            model,
+            publisher,
+            shared,
+            stats,
+            queues: BTreeMap::new(),
+            queue_depth,
+            control_ns,
+            ops: BTreeMap::new(),
+        };
         let ids: Vec<SocketId> = rt.model.sockets().map(|s| s.binding.id).collect();
         let attach: Vec<_> = ids.into_iter().map(|id| (id, rt.new_queue(id))).collect();
         if !attach.is_empty() {
-            rt.publisher.publish(&rt.model, &Changes::default(), &attach);
+            rt.publisher
+                .publish(&rt.model, &Changes::default(), &attach);
         }
         rt
     }
@@ -75,11 +85,18 @@ impl Runtime {
     }
 
     fn count(&mut self, op: &str, ok: bool) {
-        *self.ops.entry((op.to_string(), if ok { "ok" } else { "error" })).or_default() += 1;
+        *self
+            .ops
+            .entry((op.to_string(), if ok { "ok" } else { "error" }))
+            .or_default() += 1;
     }
 
     /// Applies one model operation named `op` and publishes what it changed.
-    pub fn apply<T>(&mut self, op: &str, f: impl FnOnce(&mut Model) -> Result<(T, Changes)>) -> Result<T> {
+    pub fn apply<T>(
+        &mut self,
+        op: &str,
+        f: impl FnOnce(&mut Model) -> Result<(T, Changes)>,
+    ) -> Result<T> {
         match f(&mut self.model) {
             Ok((value, changes)) => {
                 self.count(op, true);
@@ -110,13 +127,32 @@ impl Runtime {
 
     /// Adds a device for a configured port.
     pub fn add_device(&mut self, name: &str, mac: [u8; 6]) -> Result<DevId> {
-        self.apply("dev_add", |m| m.add_device(name, mac).map(|d| (d, Changes { devices: true, ..Default::default() })))
+        self.apply("dev_add", |m| {
+            m.add_device(name, mac).map(|d| {
+                (
+                    d,
+                    Changes {
+                        devices: true,
+                        ..Default::default()
+                    },
+                )
+            })
+        })
     }
 
     /// R7: binds a socket for `service` and returns its id and queue; the binding and its
     /// queue appear in the same snapshot.
-    pub fn bind(&mut self, caller: NsId, addr: Ipv4Addr, port: u16, service: &str) -> Result<(SocketId, Arc<SocketQueue>)> {
-        match self.model.sock_bind(caller, Proto::Udp, addr, port, service) {
+    pub fn bind(
+        &mut self,
+        caller: NsId,
+        addr: Ipv4Addr,
+        port: u16,
+        service: &str,
+    ) -> Result<(SocketId, Arc<SocketQueue>)> {
+        match self
+            .model
+            .sock_bind(caller, Proto::Udp, addr, port, service)
+        {
             Ok((id, changes)) => {
                 self.count("sock_bind", true);
                 let q = self.new_queue(id);
@@ -133,14 +169,34 @@ impl Runtime {
     /// Binds a socket for an in-process application.
     pub fn udp_socket(&mut self, caller: NsId, addr: Ipv4Addr, port: u16) -> Result<UdpSocket> {
         let (id, q) = self.bind(caller, addr, port, "app")?;
-        Ok(UdpSocket::new(id, caller, addr, port, q, self.shared.clone()))
+        Ok(UdpSocket::new(
+            id,
+            caller,
+            addr,
+            port,
+            q,
+            self.shared.clone(),
+        ))
     }
 
     /// A handle for an existing socket (for a service thread).
     pub fn socket_handle(&self, id: SocketId) -> Result<UdpSocket> {
-        let s = self.model.socket(id).ok_or_else(|| ControlError::enoent(format!("there is no socket {}", id.0)))?;
-        let q = self.queues.get(&id).ok_or_else(|| ControlError::enoent(format!("socket {} has no queue", id.0)))?;
-        Ok(UdpSocket::new(id, s.binding.ns, s.binding.addr, s.binding.port, q.clone(), self.shared.clone()))
+        let s = self
+            .model
+            .socket(id)
+            .ok_or_else(|| ControlError::enoent(format!("there is no socket {}", id.0)))?;
+        let q = self
+            .queues
+            .get(&id)
+            .ok_or_else(|| ControlError::enoent(format!("socket {} has no queue", id.0)))?;
+        Ok(UdpSocket::new(
+            id,
+            s.binding.ns,
+            s.binding.addr,
+            s.binding.port,
+            q.clone(),
+            self.shared.clone(),
+        ))
     }
 
     pub fn close(&mut self, caller: NsId, id: SocketId) -> Result<()> {

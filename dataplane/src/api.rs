@@ -22,8 +22,22 @@ pub struct UdpSocket {
 }
 
 impl UdpSocket {
-    pub fn new(id: SocketId, ns: NsId, addr: Ipv4Addr, port: u16, queue: Arc<SocketQueue>, shared: Arc<Shared>) -> Self {
-        UdpSocket { id, ns, addr, port, rx: Receiver::new(queue), shared }
+    pub fn new(
+        id: SocketId,
+        ns: NsId,
+        addr: Ipv4Addr,
+        port: u16,
+        queue: Arc<SocketQueue>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        UdpSocket {
+            id,
+            ns,
+            addr,
+            port,
+            rx: Receiver::new(queue),
+            shared,
+        }
     }
 
     pub fn id(&self) -> SocketId {
@@ -59,13 +73,23 @@ impl UdpSocket {
         let bound = self.addr;
         if !bound.is_unspecified() && !bound.is_broadcast() && !bound.is_multicast() {
             let t = self.shared.table.load();
-            let is_bcast = t.namespace(self.ns).is_some_and(|v| v.ifaddrs.iter().any(|i| i.broadcast == bound || i.network() == bound));
+            let is_bcast = t.namespace(self.ns).is_some_and(|v| {
+                v.ifaddrs
+                    .iter()
+                    .any(|i| i.broadcast == bound || i.network() == bound)
+            });
             if !is_bcast && (bound.is_loopback() == dst.is_loopback()) {
                 return Ok(bound);
             }
         }
         let t = self.shared.table.load();
-        t.select_source(self.ns, dst).map(|c| c.src).map_err(|e| if e == Errno::ENOENT { Errno::EADDRNOTAVAIL } else { e })
+        t.select_source(self.ns, dst).map(|c| c.src).map_err(|e| {
+            if e == Errno::ENOENT {
+                Errno::EADDRNOTAVAIL
+            } else {
+                e
+            }
+        })
     }
 
     /// Sends `payload` to `dst:port` from the address R13 picks.
@@ -76,11 +100,24 @@ impl UdpSocket {
 
     /// Sends with an explicit source address (like `IP_PKTINFO`). The worker transmits it
     /// only if this namespace owns `src` (R14); otherwise it is counted `tx_spoofed`.
-    pub fn send_from(&self, src: Ipv4Addr, payload: &[u8], dst: Ipv4Addr, port: u16) -> Result<(), Errno> {
+    pub fn send_from(
+        &self,
+        src: Ipv4Addr,
+        payload: &[u8],
+        dst: Ipv4Addr,
+        port: u16,
+    ) -> Result<(), Errno> {
         if port == 0 {
             return Err(Errno::EINVAL);
         }
-        let req = SendRequest { ns: self.ns, src, src_port: self.port, dst, dst_port: port, payload: payload.to_vec() };
+        let req = SendRequest {
+            ns: self.ns,
+            src,
+            src_port: self.port,
+            dst,
+            dst_port: port,
+            payload: payload.to_vec(),
+        };
         self.shared.sends.push(req).map_err(|_| Errno::ENOBUFS)
     }
 }

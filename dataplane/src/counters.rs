@@ -16,7 +16,10 @@ impl Cell {
     #[inline(always)]
     pub fn add(&self, n: u64) {
         // Only one thread writes a cell, so load + store loses nothing and needs no lock.
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
     #[inline(always)]
     pub fn inc(&self) {
@@ -112,16 +115,19 @@ impl PortDrop {
         }
     }
     pub fn all() -> impl Iterator<Item = PortDrop> {
-        DropReason::ALL.iter().map(|r| PortDrop::Malformed(*r)).chain([
-            PortDrop::Unclaimed,
-            PortDrop::Multicast,
-            PortDrop::BroadcastUnheard,
-            PortDrop::OtherHost,
-            PortDrop::IcmpUnhandled,
-            PortDrop::TxRingFull,
-            PortDrop::ArpUnresolved,
-            PortDrop::NoRoute,
-        ])
+        DropReason::ALL
+            .iter()
+            .map(|r| PortDrop::Malformed(*r))
+            .chain([
+                PortDrop::Unclaimed,
+                PortDrop::Multicast,
+                PortDrop::BroadcastUnheard,
+                PortDrop::OtherHost,
+                PortDrop::IcmpUnhandled,
+                PortDrop::TxRingFull,
+                PortDrop::ArpUnresolved,
+                PortDrop::NoRoute,
+            ])
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -205,7 +211,10 @@ impl WorkerCounters {
 
     /// The writer's view; keep it and refresh only when `ns_mut` needs a new chunk.
     pub fn writer(self: &Arc<Self>) -> NsWriter {
-        NsWriter { owner: self.clone(), chunks: self.chunks.load_full() }
+        NsWriter {
+            owner: self.clone(),
+            chunks: self.chunks.load_full(),
+        }
     }
 
     /// Reads one namespace's cells, if this writer ever touched it.
@@ -312,7 +321,9 @@ impl Stats {
     pub fn new(workers: usize, port_names: Vec<String>) -> Arc<Self> {
         let n = port_names.len();
         Arc::new(Stats {
-            workers: (0..workers).map(|_| Arc::new(WorkerCounters::new(n))).collect(),
+            workers: (0..workers)
+                .map(|_| Arc::new(WorkerCounters::new(n)))
+                .collect(),
             control: Arc::new(WorkerCounters::new(n)),
             port_names,
         })
@@ -331,7 +342,12 @@ impl Stats {
 
     /// A port counter summed over the workers, chosen by `f`.
     pub fn port_sum(&self, port: usize, f: impl Fn(&PortCounters) -> u64) -> u64 {
-        self.workers.iter().chain([&self.control]).filter_map(|w| w.ports.get(port)).map(f).sum()
+        self.workers
+            .iter()
+            .chain([&self.control])
+            .filter_map(|w| w.ports.get(port))
+            .map(f)
+            .sum()
     }
 
     pub fn port_dropped(&self, port: usize, why: PortDrop) -> u64 {

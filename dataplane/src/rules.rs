@@ -16,8 +16,7 @@ pub fn bind_allowed<'a>(
     addr: Ipv4Addr,
     owned: impl IntoIterator<Item = &'a IfAddr>,
 ) -> Result<(), Errno> {
-    if addr.is_unspecified() || addr.is_loopback() || addr.is_broadcast() || addr.is_multicast()
-    {
+    if addr.is_unspecified() || addr.is_loopback() || addr.is_broadcast() || addr.is_multicast() {
         return Ok(());
     }
     let ok = owned.into_iter().any(|ifa| {
@@ -65,13 +64,21 @@ pub struct SourceChoice {
 /// whose subnet holds the next hop wins, else the first usable one; else any owned ifaddr of
 /// non-link scope usable at that scope on any device. No route: `ENETUNREACH`. No address:
 /// `EADDRNOTAVAIL`, and nothing may leave.
-pub fn select_source<'a, I>(owned: I, routes: &[Route], dst: Ipv4Addr) -> Result<SourceChoice, Errno>
+pub fn select_source<'a, I>(
+    owned: I,
+    routes: &[Route],
+    dst: Ipv4Addr,
+) -> Result<SourceChoice, Errno>
 where
     I: IntoIterator<Item = &'a IfAddr>,
     I::IntoIter: Clone,
 {
     if dst.is_loopback() {
-        return Ok(SourceChoice { src: Ipv4Addr::LOCALHOST, dev: DevId::LO, next_hop: dst });
+        return Ok(SourceChoice {
+            src: Ipv4Addr::LOCALHOST,
+            dev: DevId::LO,
+            next_hop: dst,
+        });
     }
     let route = lookup_route(routes, dst).ok_or(Errno::ENETUNREACH)?;
     let next_hop = route.gateway.unwrap_or(dst);
@@ -80,16 +87,28 @@ where
     let mut first = None;
     for ifa in owned.clone().filter(|i| i.dev == route.dev && usable(i)) {
         if ifa.subnet_contains(next_hop) {
-            return Ok(SourceChoice { src: ifa.local, dev: route.dev, next_hop });
+            return Ok(SourceChoice {
+                src: ifa.local,
+                dev: route.dev,
+                next_hop,
+            });
         }
         first.get_or_insert(ifa.local);
     }
     if let Some(src) = first {
-        return Ok(SourceChoice { src, dev: route.dev, next_hop });
+        return Ok(SourceChoice {
+            src,
+            dev: route.dev,
+            next_hop,
+        });
     }
     owned
         .filter(|i| i.scope != Scope::Link && usable(i))
-        .map(|i| SourceChoice { src: i.local, dev: route.dev, next_hop })
+        .map(|i| SourceChoice {
+            src: i.local,
+            dev: route.dev,
+            next_hop,
+        })
         .next()
         .ok_or(Errno::EADDRNOTAVAIL)
 }
@@ -140,7 +159,10 @@ mod tests {
             assert_eq!(bind_allowed(Ipv4Addr::from(ok), &owned), Ok(()), "{ok:?}");
         }
         for bad in [[10, 0, 0, 6], [10, 0, 1, 5], [192, 0, 2, 1]] {
-            assert_eq!(bind_allowed(Ipv4Addr::from(bad), &owned), Err(Errno::EADDRNOTAVAIL));
+            assert_eq!(
+                bind_allowed(Ipv4Addr::from(bad), &owned),
+                Err(Errno::EADDRNOTAVAIL)
+            );
         }
         // An explicit non-default broadcast is bindable too.
         let mut odd = ifa(1, [10, 0, 0, 5], 24, Scope::Global);
@@ -155,7 +177,10 @@ mod tests {
         let b = ifa(1, [10, 0, 1, 5], 24, Scope::Global);
         let h = ifa(1, [10, 0, 2, 5], 24, Scope::Host);
         let other_dev = ifa(2, [192, 168, 7, 1], 24, Scope::Global);
-        let mut routes: Vec<Route> = [&a, &b, &h, &other_dev].iter().map(|i| connected_route(i)).collect();
+        let mut routes: Vec<Route> = [&a, &b, &h, &other_dev]
+            .iter()
+            .map(|i| connected_route(i))
+            .collect();
         routes.push(Route {
             dst: Ipv4Prefix::new(Ipv4Addr::UNSPECIFIED, 0),
             gateway: Some(Ipv4Addr::new(10, 0, 1, 1)),
@@ -167,7 +192,10 @@ mod tests {
         assert_eq!((c.src, c.dev), (Ipv4Addr::LOCALHOST, DevId::LO));
         // Subnet match wins over the first.
         let c = select_source([&a, &b], &routes, Ipv4Addr::new(10, 0, 1, 77)).unwrap();
-        assert_eq!((c.src, c.dev, c.next_hop), (b.local, DevId(1), Ipv4Addr::new(10, 0, 1, 77)));
+        assert_eq!(
+            (c.src, c.dev, c.next_hop),
+            (b.local, DevId(1), Ipv4Addr::new(10, 0, 1, 77))
+        );
         // Via the gateway: the address whose subnet holds the gateway.
         let c = select_source([&a, &b], &routes, Ipv4Addr::new(8, 8, 8, 8)).unwrap();
         assert_eq!((c.src, c.next_hop), (b.local, Ipv4Addr::new(10, 0, 1, 1)));
@@ -175,12 +203,21 @@ mod tests {
         let c = select_source([&a], &routes, Ipv4Addr::new(8, 8, 8, 8)).unwrap();
         assert_eq!(c.src, a.local);
         // Host scope is never used for a link/global route.
-        assert_eq!(select_source([&h], &routes, Ipv4Addr::new(10, 0, 2, 9)), Err(Errno::EADDRNOTAVAIL));
+        assert_eq!(
+            select_source([&h], &routes, Ipv4Addr::new(10, 0, 2, 9)),
+            Err(Errno::EADDRNOTAVAIL)
+        );
         // Nothing on the output device: any owned non-link address elsewhere.
         let c = select_source([&other_dev], &routes, Ipv4Addr::new(10, 0, 0, 9)).unwrap();
         assert_eq!((c.src, c.dev), (other_dev.local, DevId(1)));
         // Owns nothing: EADDRNOTAVAIL, no route: ENETUNREACH.
-        assert_eq!(select_source([], &routes, Ipv4Addr::new(10, 0, 0, 9)), Err(Errno::EADDRNOTAVAIL));
-        assert_eq!(select_source([&a], &routes[..4], Ipv4Addr::new(8, 8, 8, 8)), Err(Errno::ENETUNREACH));
+        assert_eq!(
+            select_source([], &routes, Ipv4Addr::new(10, 0, 0, 9)),
+            Err(Errno::EADDRNOTAVAIL)
+        );
+        assert_eq!(
+            select_source([&a], &routes[..4], Ipv4Addr::new(8, 8, 8, 8)),
+            Err(Errno::ENETUNREACH)
+        );
     }
 }

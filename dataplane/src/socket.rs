@@ -66,7 +66,11 @@ pub struct Batch {
 
 impl Batch {
     pub fn with_capacity(n: usize, home: usize) -> Self {
-        Batch { metas: Vec::with_capacity(n), bytes: Vec::with_capacity(n * 256), home }
+        Batch {
+            metas: Vec::with_capacity(n),
+            bytes: Vec::with_capacity(n * 256),
+            home,
+        }
     }
 
     /// Appends a datagram; `meta.off` and `meta.len` are set here.
@@ -112,11 +116,18 @@ pub struct BatchPools {
 
 impl BatchPools {
     pub fn new(workers: usize, per_worker: usize) -> Arc<Self> {
-        Arc::new(BatchPools { pools: (0..workers.max(1)).map(|_| ArrayQueue::new(per_worker.max(1))).collect() })
+        Arc::new(BatchPools {
+            pools: (0..workers.max(1))
+                .map(|_| ArrayQueue::new(per_worker.max(1)))
+                .collect(),
+        })
     }
 
     pub fn take(&self, worker: usize, burst: usize) -> Batch {
-        self.pools.get(worker).and_then(|p| p.pop()).unwrap_or_else(|| Batch::with_capacity(burst, worker))
+        self.pools
+            .get(worker)
+            .and_then(|p| p.pop())
+            .unwrap_or_else(|| Batch::with_capacity(burst, worker))
     }
 
     /// Returns an emptied batch to the worker it came from (dropped if that pool is full).
@@ -253,7 +264,11 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn new(queue: Arc<SocketQueue>) -> Self {
-        Receiver { queue, current: None, next: 0 }
+        Receiver {
+            queue,
+            current: None,
+            next: 0,
+        }
     }
 
     pub fn queue(&self) -> &Arc<SocketQueue> {
@@ -266,7 +281,10 @@ impl Receiver {
             if let Some(b) = &self.current {
                 if let Some(m) = b.metas().get(self.next) {
                     self.next += 1;
-                    return Some(Datagram { meta: *m, payload: b.payload(m).to_vec() });
+                    return Some(Datagram {
+                        meta: *m,
+                        payload: b.payload(m).to_vec(),
+                    });
                 }
                 let done = self.current.take().expect("checked above");
                 self.queue.recycle(done);
@@ -296,7 +314,15 @@ mod tests {
     use super::*;
 
     fn meta(ns: u32) -> DgramMeta {
-        DgramMeta { socket: SocketId(1), ns: NsId(ns), src: Ipv4Addr::new(10, 0, 0, 9), src_port: 1000, dst: Ipv4Addr::new(10, 0, 0, 1), dst_port: 7, ..Default::default() }
+        DgramMeta {
+            socket: SocketId(1),
+            ns: NsId(ns),
+            src: Ipv4Addr::new(10, 0, 0, 9),
+            src_port: 1000,
+            dst: Ipv4Addr::new(10, 0, 0, 1),
+            dst_port: 7,
+            ..Default::default()
+        }
     }
 
     #[test]

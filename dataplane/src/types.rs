@@ -8,7 +8,9 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 /// A namespace. `NsId::ROOT` is the dataplane's initial L2 namespace (R1).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct NsId(pub u32);
 
 impl NsId {
@@ -30,7 +32,9 @@ impl DevId {
 }
 
 /// A socket, unique for the lifetime of the dataplane.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct SocketId(pub u32);
 
 /// Namespace level (R1): L2 namespaces own devices and routes and may create L3 children;
@@ -54,7 +58,9 @@ pub enum LoopbackMode {
 }
 
 /// Address scope, ordered from narrowest to widest (R13 "scope no wider than the route's").
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Host,

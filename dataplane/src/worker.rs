@@ -104,7 +104,13 @@ pub struct WorkerConfig {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { id: 0, burst: 32, icmp_rate: 100, arp_queue: 256, arp_timeout: Duration::from_secs(3) }
+        WorkerConfig {
+            id: 0,
+            burst: 32,
+            icmp_rate: 100,
+            arp_queue: 256,
+            arp_timeout: Duration::from_secs(3),
+        }
     }
 }
 
@@ -152,9 +158,20 @@ pub struct Worker<P: Port> {
 }
 
 impl<P: Port> Worker<P> {
-    pub fn new(cfg: WorkerConfig, ports: Vec<WorkerPort<P>>, shared: Arc<Shared>, counters: Arc<WorkerCounters>) -> Self {
+    pub fn new(
+        cfg: WorkerConfig,
+        ports: Vec<WorkerPort<P>>,
+        shared: Arc<Shared>,
+        counters: Arc<WorkerCounters>,
+    ) -> Self {
         let ns = counters.writer();
-        let replies = (0..cfg.burst.max(1)).map(|_| Reply { port: 0, len: 0, buf: [0; 1514] }).collect();
+        let replies = (0..cfg.burst.max(1))
+            .map(|_| Reply {
+                port: 0,
+                len: 0,
+                buf: [0; 1514],
+            })
+            .collect();
         Worker {
             icmp_tokens: f64::from(cfg.icmp_rate),
             cfg,
@@ -301,7 +318,9 @@ impl<P: Port> Worker<P> {
     fn tx_sends(&mut self, table: &Arc<OwnerTable>, now: Instant) -> usize {
         let mut n = 0;
         while n < self.cfg.burst {
-            let Some(req) = self.shared.sends.pop() else { break };
+            let Some(req) = self.shared.sends.pop() else {
+                break;
+            };
             n += 1;
             self.send_one(table, req, now);
         }
@@ -310,7 +329,9 @@ impl<P: Port> Worker<P> {
     }
 
     fn send_one(&mut self, table: &Arc<OwnerTable>, req: SendRequest, now: Instant) {
-        let Some(view) = table.namespace(req.ns) else { return };
+        let Some(view) = table.namespace(req.ns) else {
+            return;
+        };
         // R14: never transmit a source the sender does not own.
         if !table.may_send_from(req.ns, req.src) {
             self.ns.ns(req.ns).tx_spoofed.inc();
@@ -360,7 +381,14 @@ impl<P: Port> Worker<P> {
         }
     }
 
-    fn stage_local(&mut self, table: &OwnerTable, to: NsId, sock: crate::types::SocketId, req: &SendRequest, version: u64) {
+    fn stage_local(
+        &mut self,
+        table: &OwnerTable,
+        to: NsId,
+        sock: crate::types::SocketId,
+        req: &SendRequest,
+        version: u64,
+    ) {
         let Some(queue) = table.socket_queue(sock) else {
             self.ns.ns(to).drop(NsDrop::NoSocket, 1);
             return;
@@ -380,10 +408,24 @@ impl<P: Port> Worker<P> {
             version,
             ..Default::default()
         };
-        stage(&mut self.staging, &self.shared.pools, self.cfg.id, self.cfg.burst, queue, meta, &req.payload);
+        stage(
+            &mut self.staging,
+            &self.shared.pools,
+            self.cfg.id,
+            self.cfg.burst,
+            queue,
+            meta,
+            &req.payload,
+        );
     }
 
-    fn transmit_or_wait(&mut self, port: usize, next_hop: Ipv4Addr, req: SendRequest, now: Instant) {
+    fn transmit_or_wait(
+        &mut self,
+        port: usize,
+        next_hop: Ipv4Addr,
+        req: SendRequest,
+        now: Instant,
+    ) {
         let dev = self.ports[port].dev;
         let dst_mac = if req.dst.is_broadcast() {
             Some(BROADCAST_MAC)
@@ -398,7 +440,12 @@ impl<P: Port> Worker<P> {
                     return;
                 }
                 self.ask_arp(port, req.src, next_hop, now);
-                self.waiting.push(WaitingSend { req, port, next_hop, since: now });
+                self.waiting.push(WaitingSend {
+                    req,
+                    port,
+                    next_hop,
+                    since: now,
+                });
             }
         }
     }
@@ -406,7 +453,12 @@ impl<P: Port> Worker<P> {
     fn transmit(&mut self, port: usize, dst_mac: MacAddr, req: &SendRequest) {
         let wp = &mut self.ports[port];
         let pc = &self.counters.ports[wp.index];
-        let addrs = FrameAddrs { src_mac: wp.port.info().mac, dst_mac, src_ip: req.src, dst_ip: req.dst };
+        let addrs = FrameAddrs {
+            src_mac: wp.port.info().mac,
+            dst_mac,
+            src_ip: req.src,
+            dst_ip: req.dst,
+        };
         let len = 14 + 20 + 8 + req.payload.len();
         if len > wp.port.info().max_frame {
             pc.drop(PortDrop::TxRingFull);
@@ -414,7 +466,15 @@ impl<P: Port> Worker<P> {
         }
         let mut built = 0;
         let ok = wp.port.tx_frame(len, |b| {
-            built = wire::build_udp(b, &addrs, req.src_port, req.dst_port, DEFAULT_TTL, &req.payload).unwrap_or(0);
+            built = wire::build_udp(
+                b,
+                &addrs,
+                req.src_port,
+                req.dst_port,
+                DEFAULT_TTL,
+                &req.payload,
+            )
+            .unwrap_or(0);
             built
         });
         if ok && built > 0 {
@@ -436,7 +496,9 @@ impl<P: Port> Worker<P> {
         let wp = &mut self.ports[port];
         let mac = wp.port.info().mac;
         let pc = &self.counters.ports[wp.index];
-        if wp.port.tx_frame(42, |b| wire::build_arp_request(b, mac, src, target).unwrap_or(0)) {
+        if wp.port.tx_frame(42, |b| {
+            wire::build_arp_request(b, mac, src, target).unwrap_or(0)
+        }) {
             pc.arp_requests_sent.inc();
             pc.tx_packets.inc();
             pc.tx_bytes.add(42);
@@ -470,7 +532,15 @@ impl<P: Port> Worker<P> {
 }
 
 #[inline]
-fn stage(staging: &mut Staging, pools: &BatchPools, worker: usize, burst: usize, queue: &Arc<SocketQueue>, meta: DgramMeta, payload: &[u8]) {
+fn stage(
+    staging: &mut Staging,
+    pools: &BatchPools,
+    worker: usize,
+    burst: usize,
+    queue: &Arc<SocketQueue>,
+    meta: DgramMeta,
+    payload: &[u8],
+) {
     if let Some((_, b)) = staging.open.iter_mut().find(|(q, _)| Arc::ptr_eq(q, queue)) {
         b.push(meta, payload);
         return;
@@ -551,7 +621,15 @@ impl RxCtx<'_> {
                     version: self.version,
                     ..Default::default()
                 };
-                stage(self.staging, self.pools, self.worker, self.burst, q, meta, u.payload);
+                stage(
+                    self.staging,
+                    self.pools,
+                    self.worker,
+                    self.burst,
+                    q,
+                    meta,
+                    u.payload,
+                );
             }
             None => {
                 c.drop(NsDrop::NoSocket, 1);
@@ -562,10 +640,13 @@ impl RxCtx<'_> {
 
     fn broadcast(&mut self, u: &wire::UdpFrame<'_>) {
         let mut any = false;
-        let (table, staging, pools, ns) = (self.table, &mut *self.staging, self.pools, &mut *self.ns);
+        let (table, staging, pools, ns) =
+            (self.table, &mut *self.staging, self.pools, &mut *self.ns);
         let (worker, burst, dev, version) = (self.worker, self.burst, self.dev, self.version);
         table.broadcast_recipients(dev, u.ip.dst, Proto::Udp, u.dst_port, |b| {
-            let Some(q) = table.socket_queue(b.id) else { return };
+            let Some(q) = table.socket_queue(b.id) else {
+                return;
+            };
             any = true;
             let c = ns.ns(b.ns);
             c.rx_packets.inc();
@@ -616,7 +697,14 @@ impl RxCtx<'_> {
             self.pc.drop(PortDrop::TxRingFull);
             return;
         };
-        r.len = wire::build_arp_reply(&mut r.buf, mac, arp.target_ip, arp.sender_mac, arp.sender_ip).unwrap_or(0);
+        r.len = wire::build_arp_reply(
+            &mut r.buf,
+            mac,
+            arp.target_ip,
+            arp.sender_mac,
+            arp.sender_ip,
+        )
+        .unwrap_or(0);
         self.pc.arp_requests_answered.inc();
     }
 
@@ -653,7 +741,10 @@ impl RxCtx<'_> {
         if u.eth.is_group() {
             return;
         }
-        let elapsed = self.now.saturating_duration_since(*self.icmp_refill).as_secs_f64();
+        let elapsed = self
+            .now
+            .saturating_duration_since(*self.icmp_refill)
+            .as_secs_f64();
         *self.icmp_refill = self.now;
         let rate = f64::from(self.icmp_rate);
         *self.icmp_tokens = (*self.icmp_tokens + elapsed * rate).min(rate);

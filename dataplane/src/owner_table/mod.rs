@@ -11,9 +11,11 @@ pub mod sharded;
 
 use crate::errno::Errno;
 use crate::rules::{self, SourceChoice};
-use crate::types::{Binding, DevId, Device, IfAddr, Level, LoopbackMode, NsId, Proto, Route, SocketId};
-use hashbrown::HashMap;
 use crate::socket::SocketQueue;
+use crate::types::{
+    Binding, DevId, Device, IfAddr, Level, LoopbackMode, NsId, Proto, Route, SocketId,
+};
+use hashbrown::HashMap;
 use sharded::ShardedMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -65,15 +67,21 @@ pub struct NsView {
 impl NsView {
     /// Sorts bindings into the order lookups rely on.
     pub fn normalize(&mut self) {
-        self.bindings.sort_by_key(|b| (b.proto, b.port, u32::from(b.addr), b.id));
+        self.bindings
+            .sort_by_key(|b| (b.proto, b.port, u32::from(b.addr), b.id));
     }
 
     /// R9 within this namespace: the socket bound to `dst:port`, else the one on `0.0.0.0:port`.
     #[inline]
     pub fn socket_for(&self, proto: Proto, dst: Ipv4Addr, port: u16) -> Option<SocketId> {
-        let start = self.bindings.partition_point(|b| (b.proto, b.port) < (proto, port));
+        let start = self
+            .bindings
+            .partition_point(|b| (b.proto, b.port) < (proto, port));
         let mut wildcard = None;
-        for b in self.bindings[start..].iter().take_while(|b| b.proto == proto && b.port == port) {
+        for b in self.bindings[start..]
+            .iter()
+            .take_while(|b| b.proto == proto && b.port == port)
+        {
             if b.addr == dst {
                 return Some(b.id);
             }
@@ -100,7 +108,10 @@ pub struct Family {
 
 impl Family {
     fn new(l2: NsId) -> Self {
-        Family { l2, ..Default::default() }
+        Family {
+            l2,
+            ..Default::default()
+        }
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -229,11 +240,18 @@ impl OwnerTable {
     // ---- reads used by the packet path -------------------------------------------------
 
     pub fn device(&self, dev: DevId) -> Option<&Device> {
-        self.devices.get(usize::from(dev.0))?.as_ref().map(|d| &d.device)
+        self.devices
+            .get(usize::from(dev.0))?
+            .as_ref()
+            .map(|d| &d.device)
     }
 
     pub fn device_by_name(&self, name: &str) -> Option<&Device> {
-        self.devices.iter().flatten().map(|d| &d.device).find(|d| d.name == name)
+        self.devices
+            .iter()
+            .flatten()
+            .map(|d| &d.device)
+            .find(|d| d.name == name)
     }
 
     /// The L2 family a device belongs to.
@@ -260,7 +278,9 @@ impl OwnerTable {
     /// when several devices carry the same address).
     #[inline]
     pub fn owner(&self, dev: DevId, dst: Ipv4Addr) -> Option<NsId> {
-        self.family_of_dev(dev)?.lookup(dev, u32::from(dst)).map(|e| e.owner())
+        self.family_of_dev(dev)?
+            .lookup(dev, u32::from(dst))
+            .map(|e| e.owner())
     }
 
     /// R8 with a family already resolved once per burst: the hot-path form.
@@ -273,7 +293,10 @@ impl OwnerTable {
     /// only for addresses on the receiving device).
     pub fn local_on_dev(&self, dev: DevId, addr: Ipv4Addr) -> Option<NsId> {
         let f = self.family_of_dev(dev)?;
-        f.entries(addr).iter().find(|e| e.dev == dev.0).map(|e| e.owner())
+        f.entries(addr)
+            .iter()
+            .find(|e| e.dev == dev.0)
+            .map(|e| e.owner())
     }
 
     /// R8/R10 classification of a destination received on `dev`.
@@ -286,7 +309,11 @@ impl OwnerTable {
         if let Some(e) = family.lookup(dev, d) {
             return Dest::Unicast(e.owner());
         }
-        if family.bcast.get((u64::from(dev.0) << 32) | u64::from(d)).is_some() {
+        if family
+            .bcast
+            .get((u64::from(dev.0) << 32) | u64::from(d))
+            .is_some()
+        {
             return Dest::DirectedBroadcast;
         }
         if dst.is_multicast() {
@@ -299,9 +326,20 @@ impl OwnerTable {
     /// reaches: sockets in the family (the L2 and its L3 children) bound to `0.0.0.0` or to
     /// `dst`. A directed broadcast reaches a child's `0.0.0.0` socket only if that child
     /// owns an ifaddr whose broadcast is `dst`; the limited broadcast reaches every child.
-    pub fn broadcast_recipients(&self, dev: DevId, dst: Ipv4Addr, proto: Proto, port: u16, mut f: impl FnMut(&Binding)) {
-        let Some(family) = self.family_of_dev(dev) else { return };
-        let Some(list) = family.listeners.get(&port) else { return };
+    pub fn broadcast_recipients(
+        &self,
+        dev: DevId,
+        dst: Ipv4Addr,
+        proto: Proto,
+        port: u16,
+        mut f: impl FnMut(&Binding),
+    ) {
+        let Some(family) = self.family_of_dev(dev) else {
+            return;
+        };
+        let Some(list) = family.listeners.get(&port) else {
+            return;
+        };
         let limited = dst.is_broadcast();
         for b in list.iter().filter(|b| b.proto == proto) {
             let reaches = if b.addr == dst {
@@ -309,7 +347,9 @@ impl OwnerTable {
             } else if b.addr.is_unspecified() {
                 limited
                     || b.ns == family.l2
-                    || self.namespace(b.ns).is_some_and(|v| v.ifaddrs.iter().any(|i| i.broadcast == dst))
+                    || self
+                        .namespace(b.ns)
+                        .is_some_and(|v| v.ifaddrs.iter().any(|i| i.broadcast == dst))
             } else {
                 false
             };
@@ -327,20 +367,35 @@ impl OwnerTable {
 
     /// R9: the socket in `ns` for a unicast datagram to `dst:port`.
     #[inline]
-    pub fn unicast_socket(&self, ns: NsId, proto: Proto, dst: Ipv4Addr, port: u16) -> Option<SocketId> {
+    pub fn unicast_socket(
+        &self,
+        ns: NsId,
+        proto: Proto,
+        dst: Ipv4Addr,
+        port: u16,
+    ) -> Option<SocketId> {
         self.namespace(ns)?.socket_for(proto, dst, port)
     }
 
     /// R11: where a datagram that `ns` sends to `127.0.0.0/8` lands: a socket of `ns` itself,
     /// or, for a `shared` namespace without a listener, its L2 parent's.
-    pub fn loopback_socket(&self, ns: NsId, proto: Proto, dst: Ipv4Addr, port: u16) -> Option<(NsId, SocketId)> {
+    pub fn loopback_socket(
+        &self,
+        ns: NsId,
+        proto: Proto,
+        dst: Ipv4Addr,
+        port: u16,
+    ) -> Option<(NsId, SocketId)> {
         let v = self.namespace(ns)?;
         if let Some(s) = v.socket_for(proto, dst, port) {
             return Some((ns, s));
         }
         if v.loopback == LoopbackMode::Shared {
             let p = v.parent?;
-            return self.namespace(p)?.socket_for(proto, dst, port).map(|s| (p, s));
+            return self
+                .namespace(p)?
+                .socket_for(proto, dst, port)
+                .map(|s| (p, s));
         }
         None
     }
@@ -360,7 +415,10 @@ impl OwnerTable {
 
     /// R14: may `ns` send with source `src`?
     pub fn may_send_from(&self, ns: NsId, src: Ipv4Addr) -> bool {
-        src.is_loopback() || self.namespace(ns).is_some_and(|v| v.ifaddrs.iter().any(|i| i.local == src))
+        src.is_loopback()
+            || self
+                .namespace(ns)
+                .is_some_and(|v| v.ifaddrs.iter().any(|i| i.local == src))
     }
 
     /// Approximate heap bytes: (address tables, namespace views).
@@ -368,7 +426,11 @@ impl OwnerTable {
         let addr: usize = self
             .families
             .iter()
-            .map(|f| f.unicast.heap_bytes() + f.bcast.heap_bytes() + f.routes.len() * std::mem::size_of::<Route>())
+            .map(|f| {
+                f.unicast.heap_bytes()
+                    + f.bcast.heap_bytes()
+                    + f.routes.len() * std::mem::size_of::<Route>()
+            })
             .sum();
         let ns: usize = self
             .namespaces
@@ -433,11 +495,29 @@ impl OwnerTable {
                 f.unicast.remove(key);
             }
             [one] => {
-                f.unicast.insert(key, AddrEntry { multi: false, ..*one });
+                f.unicast.insert(
+                    key,
+                    AddrEntry {
+                        multi: false,
+                        ..*one
+                    },
+                );
             }
             [first, ..] => {
-                f.unicast.insert(key, AddrEntry { multi: true, ..*first });
-                Arc::make_mut(&mut f.dups).insert(key, entries.iter().map(|e| AddrEntry { multi: true, ..*e }).collect());
+                f.unicast.insert(
+                    key,
+                    AddrEntry {
+                        multi: true,
+                        ..*first
+                    },
+                );
+                Arc::make_mut(&mut f.dups).insert(
+                    key,
+                    entries
+                        .iter()
+                        .map(|e| AddrEntry { multi: true, ..*e })
+                        .collect(),
+                );
             }
         }
         if had_dups && entries.len() < 2 {
@@ -462,7 +542,8 @@ impl OwnerTable {
         let old = self.namespace(view.id).cloned();
         let fi = self.family_index(view.family);
         self.update_listeners(fi, old.as_ref(), Some(&view));
-        self.namespaces.set(view.id.0 as usize, Some(Arc::new(view)));
+        self.namespaces
+            .set(view.id.0 as usize, Some(Arc::new(view)));
     }
 
     pub fn remove_namespace(&mut self, ns: NsId) {
@@ -528,18 +609,34 @@ mod tests {
         }
     }
 
-    fn view(id: NsId, name: &str, parent: Option<NsId>, ifaddrs: Vec<IfAddr>, bindings: Vec<(u32, [u8; 4], u16)>) -> NsView {
+    fn view(
+        id: NsId,
+        name: &str,
+        parent: Option<NsId>,
+        ifaddrs: Vec<IfAddr>,
+        bindings: Vec<(u32, [u8; 4], u16)>,
+    ) -> NsView {
         NsView {
             id,
             name: name.into(),
-            level: if parent.is_some() { Level::L3 } else { Level::L2 },
+            level: if parent.is_some() {
+                Level::L3
+            } else {
+                Level::L2
+            },
             parent,
             family: ROOT,
             loopback: LoopbackMode::Isolated,
             ifaddrs,
             bindings: bindings
                 .into_iter()
-                .map(|(sid, a, port)| Binding { id: SocketId(sid), ns: id, proto: Proto::Udp, addr: ip(a), port })
+                .map(|(sid, a, port)| Binding {
+                    id: SocketId(sid),
+                    ns: id,
+                    proto: Proto::Udp,
+                    addr: ip(a),
+                    port,
+                })
                 .collect(),
         }
     }
@@ -548,17 +645,51 @@ mod tests {
     fn table() -> OwnerTable {
         let mut t = OwnerTable::new();
         for (id, name) in [(ETH0, "eth0"), (ETH1, "eth1")] {
-            t.set_device(Device { id, name: name.into(), owner: ROOT, mac: [2, 0, 0, 0, 0, id.0 as u8] });
+            t.set_device(Device {
+                id,
+                name: name.into(),
+                owner: ROOT,
+                mac: [2, 0, 0, 0, 0, id.0 as u8],
+            });
         }
         let r = vec![ifa(ETH0, [10, 0, 0, 1], 24, ROOT)];
-        let w1 = vec![ifa(ETH0, [10, 0, 0, 2], 24, WEB1), ifa(ETH1, [10, 1, 0, 1], 16, WEB1)];
+        let w1 = vec![
+            ifa(ETH0, [10, 0, 0, 2], 24, WEB1),
+            ifa(ETH1, [10, 1, 0, 1], 16, WEB1),
+        ];
         let w2 = vec![ifa(ETH0, [10, 0, 0, 3], 24, WEB2)];
         for i in r.iter().chain(&w1).chain(&w2) {
             t.set_local(ROOT, i.local, &[AddrEntry::of(i)]);
         }
-        t.set_namespace(view(ROOT, "root", None, r, vec![(1, [0, 0, 0, 0], 67), (2, [0, 0, 0, 0], 7)]));
-        t.set_namespace(view(WEB1, "web1", Some(ROOT), w1, vec![(3, [0, 0, 0, 0], 7), (4, [10, 0, 0, 2], 7), (5, [0, 0, 0, 0], 67)]));
-        t.set_namespace(view(WEB2, "web2", Some(ROOT), w2, vec![(6, [0, 0, 0, 0], 7), (7, [0, 0, 0, 0], 67), (8, [10, 1, 255, 255], 67)]));
+        t.set_namespace(view(
+            ROOT,
+            "root",
+            None,
+            r,
+            vec![(1, [0, 0, 0, 0], 67), (2, [0, 0, 0, 0], 7)],
+        ));
+        t.set_namespace(view(
+            WEB1,
+            "web1",
+            Some(ROOT),
+            w1,
+            vec![
+                (3, [0, 0, 0, 0], 7),
+                (4, [10, 0, 0, 2], 7),
+                (5, [0, 0, 0, 0], 67),
+            ],
+        ));
+        t.set_namespace(view(
+            WEB2,
+            "web2",
+            Some(ROOT),
+            w2,
+            vec![
+                (6, [0, 0, 0, 0], 7),
+                (7, [0, 0, 0, 0], 67),
+                (8, [10, 1, 255, 255], 67),
+            ],
+        ));
         t
     }
 
@@ -567,25 +698,59 @@ mod tests {
         let t = table();
         assert_eq!(t.owner(ETH0, ip([10, 0, 0, 1])), Some(ROOT));
         assert_eq!(t.owner(ETH0, ip([10, 0, 0, 2])), Some(WEB1));
-        assert_eq!(t.owner(ETH1, ip([10, 0, 0, 3])), Some(WEB2), "any device of the family");
+        assert_eq!(
+            t.owner(ETH1, ip([10, 0, 0, 3])),
+            Some(WEB2),
+            "any device of the family"
+        );
         assert_eq!(t.owner(ETH0, ip([10, 0, 0, 9])), None);
         let f = t.family_of_dev(ETH0).unwrap();
-        assert_eq!(OwnerTable::classify(f, ETH0, ip([10, 0, 0, 9])), Dest::Unclaimed);
-        assert_eq!(OwnerTable::classify(f, ETH0, ip([10, 0, 0, 255])), Dest::DirectedBroadcast);
-        assert_eq!(OwnerTable::classify(f, ETH1, ip([10, 0, 0, 255])), Dest::Unclaimed, "not a broadcast of eth1");
-        assert_eq!(OwnerTable::classify(f, ETH1, ip([10, 1, 255, 255])), Dest::DirectedBroadcast);
-        assert_eq!(OwnerTable::classify(f, ETH0, Ipv4Addr::BROADCAST), Dest::LimitedBroadcast);
-        assert_eq!(OwnerTable::classify(f, ETH0, ip([224, 0, 0, 1])), Dest::Multicast);
+        assert_eq!(
+            OwnerTable::classify(f, ETH0, ip([10, 0, 0, 9])),
+            Dest::Unclaimed
+        );
+        assert_eq!(
+            OwnerTable::classify(f, ETH0, ip([10, 0, 0, 255])),
+            Dest::DirectedBroadcast
+        );
+        assert_eq!(
+            OwnerTable::classify(f, ETH1, ip([10, 0, 0, 255])),
+            Dest::Unclaimed,
+            "not a broadcast of eth1"
+        );
+        assert_eq!(
+            OwnerTable::classify(f, ETH1, ip([10, 1, 255, 255])),
+            Dest::DirectedBroadcast
+        );
+        assert_eq!(
+            OwnerTable::classify(f, ETH0, Ipv4Addr::BROADCAST),
+            Dest::LimitedBroadcast
+        );
+        assert_eq!(
+            OwnerTable::classify(f, ETH0, ip([224, 0, 0, 1])),
+            Dest::Multicast
+        );
         // Moving an address (a push) changes its owner in the next snapshot only.
         let before = t.clone();
         let mut t2 = t.clone();
-        t2.set_local(ROOT, ip([10, 0, 0, 1]), &[AddrEntry { owner: WEB2.0, ..AddrEntry::of(&ifa(ETH0, [10, 0, 0, 1], 24, ROOT)) }]);
+        t2.set_local(
+            ROOT,
+            ip([10, 0, 0, 1]),
+            &[AddrEntry {
+                owner: WEB2.0,
+                ..AddrEntry::of(&ifa(ETH0, [10, 0, 0, 1], 24, ROOT))
+            }],
+        );
         assert_eq!(t2.owner(ETH0, ip([10, 0, 0, 1])), Some(WEB2));
         assert_eq!(before.owner(ETH0, ip([10, 0, 0, 1])), Some(ROOT));
         // Removal.
         t2.set_local(ROOT, ip([10, 0, 0, 1]), &[]);
         assert_eq!(t2.owner(ETH0, ip([10, 0, 0, 1])), None);
-        assert_eq!(OwnerTable::classify(t2.family_of_dev(ETH0).unwrap(), ETH0, ip([10, 0, 0, 255])), Dest::DirectedBroadcast, "web1 and web2 still have 10.0.0.255");
+        assert_eq!(
+            OwnerTable::classify(t2.family_of_dev(ETH0).unwrap(), ETH0, ip([10, 0, 0, 255])),
+            Dest::DirectedBroadcast,
+            "web1 and web2 still have 10.0.0.255"
+        );
     }
 
     #[test]
@@ -599,16 +764,32 @@ mod tests {
         assert_eq!(t.local_on_dev(ETH1, a.local), Some(WEB2));
         t.set_local(ROOT, a.local, &[AddrEntry::of(&b)]);
         assert_eq!(t.owner(ETH0, a.local), Some(WEB2));
-        assert_eq!(t.local_on_dev(ETH0, a.local), None, "R15: ARP only for addresses on the receiving device");
+        assert_eq!(
+            t.local_on_dev(ETH0, a.local),
+            None,
+            "R15: ARP only for addresses on the receiving device"
+        );
     }
 
     #[test]
     fn r09_most_specific_socket_wins() {
         let t = table();
-        assert_eq!(t.unicast_socket(WEB1, Proto::Udp, ip([10, 0, 0, 2]), 7), Some(SocketId(4)));
-        assert_eq!(t.unicast_socket(WEB1, Proto::Udp, ip([10, 1, 0, 1]), 7), Some(SocketId(3)));
-        assert_eq!(t.unicast_socket(WEB2, Proto::Udp, ip([10, 0, 0, 3]), 7), Some(SocketId(6)));
-        assert_eq!(t.unicast_socket(WEB2, Proto::Udp, ip([10, 0, 0, 3]), 8), None);
+        assert_eq!(
+            t.unicast_socket(WEB1, Proto::Udp, ip([10, 0, 0, 2]), 7),
+            Some(SocketId(4))
+        );
+        assert_eq!(
+            t.unicast_socket(WEB1, Proto::Udp, ip([10, 1, 0, 1]), 7),
+            Some(SocketId(3))
+        );
+        assert_eq!(
+            t.unicast_socket(WEB2, Proto::Udp, ip([10, 0, 0, 3]), 7),
+            Some(SocketId(6))
+        );
+        assert_eq!(
+            t.unicast_socket(WEB2, Proto::Udp, ip([10, 0, 0, 3]), 8),
+            None
+        );
     }
 
     fn recipients(t: &OwnerTable, dev: DevId, dst: [u8; 4], port: u16) -> Vec<u32> {
@@ -622,7 +803,10 @@ mod tests {
     fn r10_broadcast_recipients() {
         let t = table();
         // Limited broadcast: every 0.0.0.0 listener in the family.
-        assert_eq!(recipients(&t, ETH0, [255, 255, 255, 255], 67), vec![1, 5, 7]);
+        assert_eq!(
+            recipients(&t, ETH0, [255, 255, 255, 255], 67),
+            vec![1, 5, 7]
+        );
         assert_eq!(recipients(&t, ETH0, [255, 255, 255, 255], 7), vec![2, 3, 6]);
         // Directed 10.0.0.255: root, and children owning an ifaddr with that broadcast.
         assert_eq!(recipients(&t, ETH0, [10, 0, 0, 255], 67), vec![1, 5, 7]);
@@ -630,7 +814,10 @@ mod tests {
         // bound to that address; not web2's wildcard (web2 owns no such ifaddr).
         assert_eq!(recipients(&t, ETH1, [10, 1, 255, 255], 67), vec![1, 5, 8]);
         // Nobody on that port.
-        assert_eq!(recipients(&t, ETH0, [255, 255, 255, 255], 99), Vec::<u32>::new());
+        assert_eq!(
+            recipients(&t, ETH0, [255, 255, 255, 255], 99),
+            Vec::<u32>::new()
+        );
         // A closed socket disappears from the fan-out.
         let mut t2 = t.clone();
         let mut w2 = t2.namespace(WEB2).unwrap().clone();
@@ -639,40 +826,92 @@ mod tests {
         assert_eq!(recipients(&t2, ETH0, [255, 255, 255, 255], 67), vec![1, 5]);
         t2.remove_namespace(WEB1);
         assert_eq!(recipients(&t2, ETH0, [255, 255, 255, 255], 67), vec![1]);
-        assert_eq!(recipients(&t, ETH0, [255, 255, 255, 255], 67), vec![1, 5, 7], "older snapshot unchanged");
+        assert_eq!(
+            recipients(&t, ETH0, [255, 255, 255, 255], 67),
+            vec![1, 5, 7],
+            "older snapshot unchanged"
+        );
     }
 
     #[test]
     fn r11_loopback_isolated_and_shared() {
         let mut t = table();
         let mut w1 = t.namespace(WEB1).unwrap().clone();
-        w1.bindings.push(Binding { id: SocketId(20), ns: WEB1, proto: Proto::Udp, addr: ip([127, 0, 0, 1]), port: 53 });
+        w1.bindings.push(Binding {
+            id: SocketId(20),
+            ns: WEB1,
+            proto: Proto::Udp,
+            addr: ip([127, 0, 0, 1]),
+            port: 53,
+        });
         t.set_namespace(w1);
         let mut r = t.namespace(ROOT).unwrap().clone();
-        r.bindings.push(Binding { id: SocketId(21), ns: ROOT, proto: Proto::Udp, addr: ip([127, 0, 0, 1]), port: 111 });
+        r.bindings.push(Binding {
+            id: SocketId(21),
+            ns: ROOT,
+            proto: Proto::Udp,
+            addr: ip([127, 0, 0, 1]),
+            port: 111,
+        });
         t.set_namespace(r);
         let lo = ip([127, 0, 0, 1]);
-        assert_eq!(t.loopback_socket(WEB1, Proto::Udp, lo, 53), Some((WEB1, SocketId(20))));
-        assert_eq!(t.loopback_socket(WEB2, Proto::Udp, lo, 53), None, "isolated: web1's listener is invisible");
-        assert_eq!(t.loopback_socket(WEB2, Proto::Udp, lo, 111), None, "isolated: no fallback to the parent");
+        assert_eq!(
+            t.loopback_socket(WEB1, Proto::Udp, lo, 53),
+            Some((WEB1, SocketId(20)))
+        );
+        assert_eq!(
+            t.loopback_socket(WEB2, Proto::Udp, lo, 53),
+            None,
+            "isolated: web1's listener is invisible"
+        );
+        assert_eq!(
+            t.loopback_socket(WEB2, Proto::Udp, lo, 111),
+            None,
+            "isolated: no fallback to the parent"
+        );
         let mut w2 = t.namespace(WEB2).unwrap().clone();
         w2.loopback = LoopbackMode::Shared;
         t.set_namespace(w2);
-        assert_eq!(t.loopback_socket(WEB2, Proto::Udp, lo, 111), Some((ROOT, SocketId(21))), "shared: the parent's portmap");
-        assert_eq!(t.loopback_socket(WEB2, Proto::Udp, lo, 53), None, "shared reaches the parent, not a sibling");
+        assert_eq!(
+            t.loopback_socket(WEB2, Proto::Udp, lo, 111),
+            Some((ROOT, SocketId(21))),
+            "shared: the parent's portmap"
+        );
+        assert_eq!(
+            t.loopback_socket(WEB2, Proto::Udp, lo, 53),
+            None,
+            "shared reaches the parent, not a sibling"
+        );
     }
 
     #[test]
     fn r07_bind_and_r13_source_through_the_snapshot() {
         let mut t = table();
-        t.set_routes(ROOT, vec![rules::connected_route(&ifa(ETH0, [10, 0, 0, 1], 24, ROOT)), rules::connected_route(&ifa(ETH1, [10, 1, 0, 1], 16, ROOT))]);
+        t.set_routes(
+            ROOT,
+            vec![
+                rules::connected_route(&ifa(ETH0, [10, 0, 0, 1], 24, ROOT)),
+                rules::connected_route(&ifa(ETH1, [10, 1, 0, 1], 16, ROOT)),
+            ],
+        );
         assert_eq!(t.bind_allowed(WEB1, ip([10, 0, 0, 2])), Ok(()));
-        assert_eq!(t.bind_allowed(WEB1, ip([10, 0, 0, 3])), Err(Errno::EADDRNOTAVAIL), "web2's address");
-        assert_eq!(t.bind_allowed(NsId(77), ip([0, 0, 0, 0])), Err(Errno::ENOENT));
+        assert_eq!(
+            t.bind_allowed(WEB1, ip([10, 0, 0, 3])),
+            Err(Errno::EADDRNOTAVAIL),
+            "web2's address"
+        );
+        assert_eq!(
+            t.bind_allowed(NsId(77), ip([0, 0, 0, 0])),
+            Err(Errno::ENOENT)
+        );
         let c = t.select_source(WEB1, ip([10, 0, 0, 77])).unwrap();
         assert_eq!((c.src, c.dev), (ip([10, 0, 0, 2]), ETH0));
         let c = t.select_source(WEB2, ip([10, 1, 2, 3])).unwrap();
-        assert_eq!((c.src, c.dev), (ip([10, 0, 0, 3]), ETH1), "nothing of web2's on eth1: any other");
+        assert_eq!(
+            (c.src, c.dev),
+            (ip([10, 0, 0, 3]), ETH1),
+            "nothing of web2's on eth1: any other"
+        );
         assert!(t.may_send_from(WEB2, ip([10, 0, 0, 3])));
         assert!(!t.may_send_from(WEB2, ip([10, 0, 0, 2])), "R14");
     }

@@ -45,7 +45,11 @@ struct Shard<K, V> {
 
 impl<K: Key, V: Copy + Default> Shard<K, V> {
     fn with_cap_bits(cap_bits: u32) -> Self {
-        Shard { slots: vec![(K::EMPTY, V::default()); 1 << cap_bits].into_boxed_slice(), cap_bits, len: 0 }
+        Shard {
+            slots: vec![(K::EMPTY, V::default()); 1 << cap_bits].into_boxed_slice(),
+            cap_bits,
+            len: 0,
+        }
     }
 
     #[inline(always)]
@@ -140,7 +144,10 @@ pub struct ShardedMap<K, V> {
 impl<K: Key, V: Copy + Default> Default for ShardedMap<K, V> {
     fn default() -> Self {
         let empty = Arc::new(Shard::with_cap_bits(MIN_CAP_BITS));
-        ShardedMap { shards: (0..SHARDS).map(|_| empty.clone()).collect(), len: 0 }
+        ShardedMap {
+            shards: (0..SHARDS).map(|_| empty.clone()).collect(),
+            len: 0,
+        }
     }
 }
 
@@ -194,12 +201,17 @@ impl<K: Key + std::fmt::Debug, V: Copy + Default + std::fmt::Debug> ShardedMap<K
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (K, V)> + '_ {
-        self.shards.iter().flat_map(|s| s.slots.iter().copied().filter(|(k, _)| *k != K::EMPTY))
+        self.shards
+            .iter()
+            .flat_map(|s| s.slots.iter().copied().filter(|(k, _)| *k != K::EMPTY))
     }
 
     /// Bytes held by the slot arrays (shared shards counted once per map).
     pub fn heap_bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.slots.len() * std::mem::size_of::<(K, V)>()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.slots.len() * std::mem::size_of::<(K, V)>())
+            .sum()
     }
 }
 

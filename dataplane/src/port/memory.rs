@@ -42,7 +42,14 @@ pub struct Generator {
 impl Generator {
     pub fn new(frames: Vec<Vec<u8>>, pace: Pace, limit: Option<u64>) -> Self {
         assert!(!frames.is_empty(), "a generator needs at least one frame");
-        Generator { frames, next: 0, remaining: limit, pace, started: None, sent: 0 }
+        Generator {
+            frames,
+            next: 0,
+            remaining: limit,
+            pace,
+            started: None,
+            sent: 0,
+        }
     }
 
     /// How many frames may go now.
@@ -119,7 +126,9 @@ impl MemoryPort {
 
     /// Whether a generator with a limit has sent everything.
     pub fn generator_done(&self) -> bool {
-        self.generator.as_ref().is_some_and(|g| g.remaining == Some(0))
+        self.generator
+            .as_ref()
+            .is_some_and(|g| g.remaining == Some(0))
     }
 }
 
@@ -232,7 +241,11 @@ mod tests {
     use super::*;
 
     fn info() -> PortInfo {
-        PortInfo { name: "mem0".into(), mac: [2, 0, 0, 0, 0, 1], max_frame: 1514 }
+        PortInfo {
+            name: "mem0".into(),
+            mac: [2, 0, 0, 0, 0, 1],
+            max_frame: 1514,
+        }
     }
 
     #[test]
@@ -265,7 +278,11 @@ mod tests {
     #[test]
     fn generator_limit_and_round_robin() {
         let (port, _wire) = memory_pair(info(), 2, TxMode::Discard);
-        let mut port = port.with_generator(Generator::new(vec![vec![1], vec![2], vec![3]], Pace::Unlimited, Some(7)));
+        let mut port = port.with_generator(Generator::new(
+            vec![vec![1], vec![2], vec![3]],
+            Pace::Unlimited,
+            Some(7),
+        ));
         let mut seen = Vec::new();
         while port.rx_burst(4, |f| seen.push(f[0])) > 0 {}
         assert_eq!(seen, vec![1, 2, 3, 1, 2, 3, 1]);

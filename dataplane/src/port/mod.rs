@@ -7,10 +7,10 @@
 
 #[allow(unsafe_code)]
 pub mod afpacket;
-pub mod memory;
 #[cfg(feature = "dpdk")]
 #[allow(unsafe_code)]
 pub mod dpdk;
+pub mod memory;
 
 /// What a worker needs to know about the device behind a port.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,410 @@
+//! The packet path, rule by rule (R8–R15), through the real model, publisher and worker on the
+//! memory port: frames in, deliveries and frames out, counters checked exactly.
+
+mod common;
+
+use common::*;
+use l3ns_dataplane::counters::PortDrop;
+use l3ns_dataplane::types::{LoopbackMode, NsId, Scope};
+use l3ns_dataplane::wire::DropReason;
+use std::net::Ipv4Addr;
+
+const ROOT: NsId = NsId::ROOT;
+
+#[test]
+fn r08_unicast_goes_to_the_owner_and_unowned_is_unclaimed() {
+    let mut n = net();
+    let mut s1 = n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 9).unwrap();
+    let mut s2 = n.rt.udp_socket(n.web2, Ipv4Addr::UNSPECIFIED, 9).unwrap();
+    n.inject([
+        udp_to(WEB1_IP, 9, b"one"),
+        udp_to(WEB2_IP, 9, b"two"),
+        udp_to(WEB1_IP, 9, b"three"),
+        udp_to(Ipv4Addr::new(10, 0, 0, 77), 9, b"nobody"),
+    ]);
+    let d = s1.try_recv().unwrap();
+    assert_eq!(
+        (d.payload.as_slice(), d.meta.ns, d.meta.dst, d.meta.src),
+        (&b"one"[..], n.web1, WEB1_IP, PEER)
+    );
+    assert_eq!(s1.try_recv().unwrap().payload, b"three");
+    assert!(s1.try_recv().is_none());
+    assert_eq!(s2.try_recv().unwrap().payload, b"two");
+    assert!(s2.try_recv().is_none());
+    let (w1, w2, r) = (
+        n.rt.stats.ns(n.web1),
+        n.rt.stats.ns(n.web2),
+        n.rt.stats.ns(ROOT),
+    );
+    assert_eq!(
+        (
+            w1.rx_packets,
+            w1.delivered,
+            w2.rx_packets,
+            w2.delivered,
+            r.rx_packets
+        ),
+        (2, 2, 1, 1, 0)
+    );
+    assert_eq!(n.rt.stats.port_dropped(0, PortDrop::Unclaimed), 1);
+    assert_eq!(n.rt.stats.port_sum(0, |p| p.rx_packets.get()), 4);
+    assert!(
+        n.sent().is_empty(),
+        "l3ns is not a router: nothing is forwarded"
+    );
+}
+
+#[test]
+fn r09_most_specific_socket_wins_and_no_socket_gets_port_unreachable() {
+    let mut n = net();
+    let mut wild = n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 7).unwrap();
+    let mut exact = n.rt.udp_socket(n.web1, WEB1_IP, 8).unwrap();
+    let mut wild8 = n.rt.udp_socket(n.web2, Ipv4Addr::UNSPECIFIED, 8).unwrap();
+    n.inject([
+        udp_to(WEB1_IP, 8, b"exact"),
+        udp_to(WEB1_IP, 7, b"wild"),
+        udp_to(WEB2_IP, 8, b"web2"),
+        udp_to(WEB1_IP, 9, b"closed"),
+    ]);
+    assert_eq!(exact.try_recv().unwrap().payload, b"exact");
+    assert_eq!(wild.try_recv().unwrap().payload, b"wild");
+    assert_eq!(wild8.try_recv().unwrap().payload, b"web2");
+    assert!(exact.try_recv().is_none() && wild.try_recv().is_none() && wild8.try_recv().is_none());
+    let w1 = n.rt.stats.ns(n.web1);
+    assert_eq!(
+        (w1.rx_packets, w1.delivered, w1.dropped_no_socket),
+        (3, 2, 1)
+    );
+    let out = n.sent();
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        parse_icmp(&out[0]),
+        Some((3, 3, WEB1_IP, PEER)),
+        "port unreachable from the destination address"
+    );
+    assert_eq!(n.rt.stats.port_sum(0, |p| p.icmp_unreachable_sent.get()), 1);
+}
+
+#[test]
+fn r09_port_unreachable_is_rate_limited() {
+    let mut n = net();
+    let frames: Vec<_> = (0..300).map(|i| udp_to(WEB1_IP, 1000 + i, b"x")).collect();
+    for chunk in frames.chunks(100) {
+        n.inject(chunk.to_vec());
+    }
+    let sent = n.sent().len() as u64;
+    let limited = n.rt.stats.port_sum(0, |p| p.icmp_rate_limited.get());
+    assert_eq!(n.rt.stats.ns(n.web1).dropped_no_socket, 300);
+    assert_eq!(
+        sent + limited,
+        300,
+        "every unanswered datagram is either answered or counted rate-limited"
+    );
+    assert!(
+        sent <= 101,
+        "at most the bucket (100) plus refill in a fast test: {sent}"
+    );
+}
+
+#[test]
+fn r10_broadcast_reaches_every_listening_socket_in_the_family() {
+    let mut n = net();
+    // A /16 for web1 only on the same device, to tell directed broadcasts apart.
+    let root = ROOT;
+    n.rt.apply("addr_add", |m| {
+        m.addr_add(
+            root,
+            "eth0",
+            Ipv4Addr::new(10, 1, 0, 1),
+            16,
+            None,
+            None,
+            Scope::Global,
+        )
+        .map(|c| ((), c))
+    })
+    .unwrap();
+    n.rt.apply("addr_push", |m| {
+        m.addr_push(root, "eth0", Ipv4Addr::new(10, 1, 0, 1), None, "web1")
+            .map(|c| ((), c))
+    })
+    .unwrap();
+    let mut r = n.rt.udp_socket(ROOT, Ipv4Addr::UNSPECIFIED, 67).unwrap();
+    let mut w1 = n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 67).unwrap();
+    let mut w2 = n.rt.udp_socket(n.web2, Ipv4Addr::UNSPECIFIED, 67).unwrap();
+    let mut w2_other_port = n.rt.udp_socket(n.web2, Ipv4Addr::UNSPECIFIED, 68).unwrap();
+    n.inject([udp_to(Ipv4Addr::BROADCAST, 67, b"limited")]);
+    for s in [&mut r, &mut w1, &mut w2] {
+        let d = s
+            .try_recv()
+            .expect("limited broadcast reaches every 0.0.0.0 listener");
+        assert!(d.meta.broadcast);
+        assert!(s.try_recv().is_none(), "exactly one copy");
+    }
+    assert!(w2_other_port.try_recv().is_none());
+    // Directed broadcast of 10.1.0.0/16: root (the L2) and web1 (owns an ifaddr with it), not web2.
+    n.inject([udp_frame(
+        [0xff; 6],
+        PEER,
+        Ipv4Addr::new(10, 1, 255, 255),
+        1,
+        67,
+        b"directed",
+    )]);
+    assert_eq!(r.try_recv().unwrap().payload, b"directed");
+    assert_eq!(w1.try_recv().unwrap().payload, b"directed");
+    assert!(
+        w2.try_recv().is_none(),
+        "web2 owns no ifaddr with broadcast 10.1.255.255"
+    );
+    // Directed broadcast of 10.0.0.0/24: everyone owns an ifaddr of that subnet.
+    n.inject([udp_to(BCAST, 67, b"subnet")]);
+    for s in [&mut r, &mut w1, &mut w2] {
+        assert_eq!(s.try_recv().unwrap().payload, b"subnet");
+    }
+    for (ns, copies) in [(ROOT, 3), (n.web1, 3), (n.web2, 2)] {
+        assert_eq!(n.rt.stats.ns(ns).broadcast_delivered, copies, "{ns}");
+    }
+    // Nobody listens on 99.
+    n.inject([udp_to(Ipv4Addr::BROADCAST, 99, b"x")]);
+    assert_eq!(n.rt.stats.port_dropped(0, PortDrop::BroadcastUnheard), 1);
+    assert!(
+        n.sent().is_empty(),
+        "broadcasts are never answered with ICMP"
+    );
+}
+
+#[test]
+fn r11_loopback_stays_in_the_namespace_and_shared_reaches_the_parent() {
+    let mut n = net();
+    let lo = Ipv4Addr::LOCALHOST;
+    let mut w1_dns = n.rt.udp_socket(n.web1, lo, 53).unwrap();
+    let mut w2_dns = n.rt.udp_socket(n.web2, lo, 53).unwrap();
+    let mut root_portmap = n.rt.udp_socket(ROOT, lo, 111).unwrap();
+    let w1_client =
+        n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 5000)
+            .unwrap();
+    w1_client.send_to(b"q1", lo, 53).unwrap();
+    n.poll_until_idle();
+    let d = w1_dns.try_recv().unwrap();
+    assert_eq!(
+        (d.payload.as_slice(), d.meta.src, d.meta.ns),
+        (&b"q1"[..], lo, n.web1)
+    );
+    assert!(
+        w2_dns.try_recv().is_none(),
+        "web2's 127.0.0.1:53 is a different socket"
+    );
+    // Isolated: web1 has no portmap listener and does not reach root's.
+    w1_client.send_to(b"pm", lo, 111).unwrap();
+    n.poll_until_idle();
+    assert!(root_portmap.try_recv().is_none());
+    assert_eq!(n.rt.stats.ns(n.web1).dropped_no_socket, 1);
+    // A shared namespace reaches its parent's listener when it has none.
+    let root = ROOT;
+    let trusting =
+        n.rt.apply("ns_add", |m| {
+            m.ns_add(root, "trusting", None, LoopbackMode::Shared)
+        })
+        .unwrap();
+    let t_client =
+        n.rt.udp_socket(trusting, Ipv4Addr::UNSPECIFIED, 5000)
+            .unwrap();
+    t_client.send_to(b"pm", lo, 111).unwrap();
+    n.poll_until_idle();
+    let d = root_portmap.try_recv().unwrap();
+    assert_eq!((d.payload.as_slice(), d.meta.ns), (&b"pm"[..], ROOT));
+    assert!(n.sent().is_empty(), "loopback never leaves the host");
+}
+
+#[test]
+fn r12_local_delivery_between_namespaces_never_touches_the_wire() {
+    let mut n = net();
+    let mut w2 = n.rt.udp_socket(n.web2, Ipv4Addr::UNSPECIFIED, 80).unwrap();
+    let w1 =
+        n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 4444)
+            .unwrap();
+    w1.send_to(b"hello", WEB2_IP, 80).unwrap();
+    n.poll_until_idle();
+    let d = w2.try_recv().unwrap();
+    assert_eq!(
+        (
+            d.payload.as_slice(),
+            d.meta.src,
+            d.meta.src_port,
+            d.meta.dst
+        ),
+        (&b"hello"[..], WEB1_IP, 4444, WEB2_IP),
+        "the source stays web1's"
+    );
+    assert!(n.sent().is_empty());
+    assert_eq!(n.rt.stats.ns(n.web1).tx_packets, 1);
+    assert_eq!(n.rt.stats.ns(n.web2).delivered, 1);
+}
+
+#[test]
+fn r13_source_selection_and_arp_resolution() {
+    let mut n = net();
+    let w1 =
+        n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 4444)
+            .unwrap();
+    w1.send_to(b"out", PEER, 9).unwrap();
+    n.poll_until_idle();
+    // Unknown neighbour: an ARP request from web1's address, the datagram waits.
+    let out = n.sent();
+    assert_eq!(out.len(), 1);
+    assert_eq!(parse_arp(&out[0]), Some((1, OUR_MAC, WEB1_IP, PEER)));
+    // The peer answers (as a request to us, which also teaches us its MAC).
+    n.inject([arp_request(PEER_MAC, PEER, WEB1_IP)]);
+    let out = n.sent();
+    let udp: Vec<_> = out.iter().filter_map(|f| parse_udp(f)).collect();
+    assert_eq!(
+        udp,
+        vec![(PEER_MAC, WEB1_IP, PEER, 4444, 9, b"out".to_vec())],
+        "sent from web1's own address"
+    );
+    // A namespace that owns nothing cannot send: EADDRNOTAVAIL, nothing leaves.
+    let root = ROOT;
+    let empty =
+        n.rt.apply("ns_add", |m| {
+            m.ns_add(root, "empty", None, LoopbackMode::Isolated)
+        })
+        .unwrap();
+    let e = n.rt.udp_socket(empty, Ipv4Addr::UNSPECIFIED, 1).unwrap();
+    assert_eq!(
+        e.send_to(b"x", PEER, 9),
+        Err(l3ns_dataplane::Errno::EADDRNOTAVAIL)
+    );
+    n.poll_until_idle();
+    assert!(n.sent().is_empty());
+}
+
+#[test]
+fn r14_a_source_the_namespace_does_not_own_is_never_transmitted() {
+    let mut n = net();
+    n.learn_peer();
+    let w1 =
+        n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 4444)
+            .unwrap();
+    w1.send_from(WEB2_IP, b"spoof", PEER, 9).unwrap();
+    w1.send_from(ROOT_IP, b"spoof", PEER, 9).unwrap();
+    w1.send_from(WEB1_IP, b"honest", PEER, 9).unwrap();
+    n.poll_until_idle();
+    let udp: Vec<_> = n.sent().iter().filter_map(|f| parse_udp(f)).collect();
+    assert_eq!(udp.len(), 1);
+    assert_eq!(udp[0].1, WEB1_IP);
+    assert_eq!(n.rt.stats.ns(n.web1).tx_spoofed, 2);
+    // After a pull the address is no longer web1's: its sends from it are spoofed.
+    let root = ROOT;
+    n.rt.apply("addr_pull", |m| {
+        m.addr_pull(root, "eth0", WEB1_IP, None, "web1")
+            .map(|c| ((), c))
+    })
+    .unwrap();
+    w1.send_from(WEB1_IP, b"stale", PEER, 9).unwrap();
+    n.poll_until_idle();
+    assert!(n.sent().iter().all(|f| parse_udp(f).is_none()));
+    assert_eq!(n.rt.stats.ns(n.web1).tx_spoofed, 3);
+}
+
+#[test]
+fn r15_arp_is_answered_for_every_local_address_and_echo_from_the_owner() {
+    let mut n = net();
+    n.inject([
+        arp_request(PEER_MAC, PEER, WEB1_IP),
+        arp_request(PEER_MAC, PEER, WEB2_IP),
+        arp_request(PEER_MAC, PEER, ROOT_IP),
+        arp_request(PEER_MAC, PEER, Ipv4Addr::new(10, 0, 0, 77)),
+    ]);
+    let replies: Vec<_> = n.sent().iter().filter_map(|f| parse_arp(f)).collect();
+    assert_eq!(
+        replies,
+        vec![
+            (2, OUR_MAC, WEB1_IP, PEER),
+            (2, OUR_MAC, WEB2_IP, PEER),
+            (2, OUR_MAC, ROOT_IP, PEER)
+        ],
+        "not for 10.0.0.77"
+    );
+    // ICMP echo to web2's address: answered from it, counted in web2.
+    let b = etherparse::PacketBuilder::ethernet2(PEER_MAC, OUR_MAC)
+        .ipv4(PEER.octets(), WEB2_IP.octets(), 64)
+        .icmpv4_echo_request(7, 1);
+    let mut ping = Vec::new();
+    b.write(&mut ping, b"ping").unwrap();
+    n.inject([ping]);
+    let out = n.sent();
+    assert_eq!(out.len(), 1);
+    assert_eq!(parse_icmp(&out[0]), Some((0, 0, WEB2_IP, PEER)));
+    assert_eq!(n.rt.stats.ns(n.web2).icmp_echo_replied, 1);
+    assert_eq!(n.rt.stats.ns(n.web1).icmp_echo_replied, 0);
+}
+
+#[test]
+fn malformed_frames_are_counted_and_the_worker_keeps_serving() {
+    let mut n = net();
+    let mut s = n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 9).unwrap();
+    let good = udp_to(WEB1_IP, 9, b"ok");
+    let mut bad_csum = good.clone();
+    bad_csum[24] ^= 0xff;
+    let mut bad_ihl = good.clone();
+    bad_ihl[14] = 0x44;
+    let mut fragment = good.clone();
+    fragment[20] |= 0x20; // MF
+    fix_ipv4_checksum(&mut fragment);
+    let mut bad_udp_len = good.clone();
+    bad_udp_len[38] = 0;
+    bad_udp_len[39] = 4;
+    let mut frames = vec![
+        good[..20].to_vec(),
+        bad_csum,
+        bad_ihl,
+        fragment,
+        bad_udp_len,
+        vec![0u8; 3],
+    ];
+    // Random bytes must not hurt either.
+    let mut x: u32 = 12345;
+    for len in 0..200 {
+        frames.push(
+            (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8
+                })
+                .collect(),
+        );
+    }
+    frames.push(good.clone());
+    n.inject(frames);
+    assert_eq!(s.try_recv().unwrap().payload, b"ok");
+    assert!(s.try_recv().is_none());
+    for r in [
+        DropReason::Truncated,
+        DropReason::BadChecksum,
+        DropReason::BadIhl,
+        DropReason::Fragment,
+        DropReason::BadUdpLength,
+    ] {
+        assert!(
+            n.rt.stats.port_dropped(0, PortDrop::Malformed(r)) >= 1,
+            "{r:?}"
+        );
+    }
+    let total_dropped: u64 = PortDrop::all().map(|d| n.rt.stats.port_dropped(0, d)).sum();
+    let delivered = n.rt.stats.ns(n.web1).delivered;
+    assert_eq!(
+        total_dropped + delivered,
+        207,
+        "every frame is delivered or counted"
+    );
+}
+
+/// Recomputes the IPv4 header checksum after a test edited the header.
+fn fix_ipv4_checksum(frame: &mut [u8]) {
+    frame[24] = 0;
+    frame[25] = 0;
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let c = l3ns_dataplane::wire::checksum::checksum(&frame[14..14 + ihl]);
+    frame[24..26].copy_from_slice(&c.to_be_bytes());
+}
