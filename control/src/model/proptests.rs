@@ -298,8 +298,13 @@ proptest! {
     #[test]
     fn random_operation_sequences_keep_invariants(ops in proptest::collection::vec(op(), 1..60)) {
         let mut m = start();
+        let swap = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
+            l3ns_dataplane::owner_table::OwnerTable::new(),
+        ));
+        let mut publisher = crate::publish::Publisher::new(&m, swap.clone());
         for op in &ops {
             let before = m.clone();
+            let version = swap.load().version();
             let deleted = match op {
                 Op::NsDel { name, .. } => m.ns_by_name(NAMES[*name]).map(|n| {
                     (n.id, n.parent, m.owned_by(n.id).map(|i| (i.dev, i.local)).collect::<Vec<_>>())
@@ -310,9 +315,15 @@ proptest! {
                 Err(e) => {
                     prop_assert!(!e.message.is_empty());
                     prop_assert!(m == before, "failed {:?} ({}) changed the model", op, e);
+                    prop_assert_eq!(swap.load().version(), version, "a failed operation published");
                 }
                 Ok(ch) => {
                     check_changes(&before, &m, &ch)?;
+                    // The incremental publish agrees with the model, as a full build does.
+                    publisher.publish(&m, &ch, &[]);
+                    if let Err(e) = crate::publish::check_agreement(&m, &swap.load()) {
+                        return Err(TestCaseError::fail(format!("snapshot after {op:?}: {e}")));
+                    }
                     if let Some((id, parent, owned)) = deleted {
                         // R5: every address of the deleted namespace is now its parent's.
                         prop_assert!(m.namespace(id).is_none());
@@ -329,6 +340,7 @@ proptest! {
             }
             check_views(&m)?;
         }
+        prop_assert!(crate::publish::check_agreement(&m, &crate::publish::full_build(&m, 1)).is_ok());
         let json = serde_json::to_string(&m).unwrap();
         let back: Model = serde_json::from_str(&json).unwrap();
         prop_assert!(back == m, "serde round trip changed the model");
