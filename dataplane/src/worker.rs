@@ -132,6 +132,8 @@ pub struct WorkerPort<P> {
 /// Per-poll staging: one open batch per socket queue touched in this burst.
 struct Staging {
     open: Vec<(Arc<SocketQueue>, Batch)>,
+    /// (namespace, broadcast) of the batch being handed over: counted once it is taken.
+    scratch: Vec<(NsId, bool)>,
 }
 
 /// A frame the worker itself answers with (ARP reply, echo reply, unreachable), built in a
@@ -179,7 +181,10 @@ impl<P: Port> Worker<P> {
             shared,
             counters,
             ns,
-            staging: Staging { open: Vec::new() },
+            staging: Staging {
+                open: Vec::new(),
+                scratch: Vec::new(),
+            },
             replies,
             replies_used: 0,
             waiting: Vec::new(),
@@ -291,21 +296,27 @@ impl<P: Port> Worker<P> {
         self.replies_used = 0;
     }
 
-    /// Hands every open batch to its queue; counts deliveries or `queue_full`.
+    /// Hands every open batch to its queue; counts each datagram delivered, or `queue_full`
+    /// when the queue could not take the batch.
     fn flush_staging(&mut self) {
-        for (queue, batch) in self.staging.open.drain(..) {
+        let Staging { open, scratch } = &mut self.staging;
+        for (queue, batch) in open.drain(..) {
+            scratch.clear();
+            scratch.extend(batch.metas().iter().map(|m| (m.ns, m.broadcast)));
             match queue.offer(batch) {
-                Ok(()) => {}
+                Ok(()) => {
+                    for &(ns, broadcast) in scratch.iter() {
+                        let c = self.ns.ns(ns);
+                        if broadcast {
+                            c.broadcast_delivered.inc();
+                        } else {
+                            c.delivered.inc();
+                        }
+                    }
+                }
                 Err(batch) => {
                     for m in batch.metas() {
-                        let c = self.ns.ns(m.ns);
-                        c.drop(NsDrop::QueueFull, 1);
-                        // Undo the delivery counted at staging time.
-                        if m.broadcast {
-                            c.broadcast_delivered.add(u64::MAX);
-                        } else {
-                            c.delivered.add(u64::MAX);
-                        }
+                        self.ns.ns(m.ns).drop(NsDrop::QueueFull, 1);
                     }
                     self.shared.pools.give_back(batch);
                 }
@@ -396,7 +407,6 @@ impl<P: Port> Worker<P> {
         let c = self.ns.ns(to);
         c.rx_packets.inc();
         c.rx_bytes.add(req.payload.len() as u64);
-        c.delivered.inc();
         let meta = DgramMeta {
             socket: sock,
             ns: to,
@@ -609,7 +619,6 @@ impl RxCtx<'_> {
             .and_then(|s| self.table.socket_queue(s).map(|q| (s, q)));
         match queue {
             Some((sock, q)) => {
-                c.delivered.inc();
                 let meta = DgramMeta {
                     socket: sock,
                     ns,
@@ -651,7 +660,6 @@ impl RxCtx<'_> {
             let c = ns.ns(b.ns);
             c.rx_packets.inc();
             c.rx_bytes.add(u.ip.total_len() as u64);
-            c.broadcast_delivered.inc();
             let meta = DgramMeta {
                 socket: b.id,
                 ns: b.ns,
