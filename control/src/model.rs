@@ -124,6 +124,9 @@ pub struct Model {
     ifaddrs: BTreeMap<(DevId, Ipv4Addr), IfAddr>,
     by_owner: BTreeSet<(NsId, DevId, Ipv4Addr)>,
     by_local: BTreeSet<(Ipv4Addr, DevId)>,
+    /// Connected routes: (device, subnet) → how many ifaddrs imply it, so routes are read
+    /// without scanning every ifaddr.
+    connected: BTreeMap<(DevId, Ipv4Prefix), u32>,
     /// Explicit routes of every L2 namespace (an entry, maybe empty, per L2).
     routes: BTreeMap<NsId, BTreeMap<Ipv4Prefix, Route>>,
     sockets: BTreeMap<SocketId, Socket>,
@@ -169,6 +172,7 @@ impl Model {
             ifaddrs: BTreeMap::new(),
             by_owner: BTreeSet::new(),
             by_local: BTreeSet::new(),
+            connected: BTreeMap::new(),
             routes: BTreeMap::new(),
             sockets: BTreeMap::new(),
             sockets_by_ns: BTreeSet::new(),
@@ -740,14 +744,15 @@ impl Model {
             .get(&l2)
             .map(|t| t.values().cloned().collect())
             .unwrap_or_default();
-        let mut seen = BTreeSet::new();
         for dev in self.dev_range(l2) {
-            for ifa in self.ifaddrs_on(dev) {
-                let r = rules::connected_route(ifa);
-                if seen.insert((r.dst, r.dev)) {
-                    v.push(r);
-                }
-            }
+            let lo = (dev, Ipv4Prefix::new(ADDR_MIN, 0));
+            let hi = (dev, Ipv4Prefix::new(ADDR_MAX, 32));
+            v.extend(self.connected.range(lo..=hi).map(|((dev, dst), _)| Route {
+                dst: *dst,
+                gateway: None,
+                dev: *dev,
+                scope: Scope::Link,
+            }));
         }
         v
     }
@@ -1210,6 +1215,10 @@ impl Model {
     }
 
     fn insert_ifaddr(&mut self, ifa: IfAddr) {
+        *self
+            .connected
+            .entry((ifa.dev, rules::connected_route(&ifa).dst))
+            .or_default() += 1;
         self.by_owner.insert((ifa.owner, ifa.dev, ifa.local));
         self.by_local.insert((ifa.local, ifa.dev));
         self.ifaddrs.insert((ifa.dev, ifa.local), ifa);
@@ -1217,6 +1226,13 @@ impl Model {
 
     fn remove_ifaddr(&mut self, key: (DevId, Ipv4Addr)) {
         if let Some(ifa) = self.ifaddrs.remove(&key) {
+            let net = (key.0, rules::connected_route(&ifa).dst);
+            if let Some(n) = self.connected.get_mut(&net) {
+                *n -= 1;
+                if *n == 0 {
+                    self.connected.remove(&net);
+                }
+            }
             self.by_owner.remove(&(ifa.owner, key.0, key.1));
             self.by_local.remove(&(key.1, key.0));
         }
