@@ -88,7 +88,6 @@ mod ffi {
     }
 
     pub const RTE_ETH_DEV_NO_OWNER: u64 = 0;
-    pub const RTE_MAX_ETHPORTS: u64 = u16::MAX as u64;
     pub const LCORE_ID_ANY: c_uint = u32::MAX;
     /// `RTE_ETH_NAME_MAX_LEN`.
     pub const ETH_NAME_MAX_LEN: usize = 64;
@@ -149,6 +148,7 @@ mod ffi {
         pub fn l3ns_rte_errno() -> c_int;
         pub fn l3ns_rte_strerror(errnum: c_int) -> *const c_char;
         pub fn l3ns_lcore_id() -> c_uint;
+        pub fn l3ns_max_ethports() -> u16;
         pub fn l3ns_dev_caps(port_id: u16, out: *mut DevCaps) -> c_int;
         pub fn l3ns_rss_ipv4_mask() -> u64;
         pub fn l3ns_dev_configure(port_id: u16, nb_queues: u16, rss_hf: u64) -> c_int;
@@ -359,15 +359,22 @@ impl DpdkEal {
     /// Every ethdev port: (port id, name).
     pub fn ports(&self) -> Vec<(u16, String)> {
         let mut out = Vec::new();
-        // SAFETY: the EAL is initialised; iterating port ids has no other precondition.
-        let mut p = unsafe { ffi::rte_eth_find_next_owned_by(0, ffi::RTE_ETH_DEV_NO_OWNER) };
-        while p < ffi::RTE_MAX_ETHPORTS {
+        // SAFETY: returns a constant of the DPDK build.
+        let max = u64::from(unsafe { ffi::l3ns_max_ethports() });
+        let mut next = 0u64;
+        // rte_eth_find_next_owned_by returns RTE_MAX_ETHPORTS after the last port.
+        while next < max {
+            // SAFETY: the EAL is initialised; `next` is a valid port id (< RTE_MAX_ETHPORTS).
+            let p =
+                unsafe { ffi::rte_eth_find_next_owned_by(next as u16, ffi::RTE_ETH_DEV_NO_OWNER) };
+            if p >= max {
+                break;
+            }
             let id = p as u16;
             if let Some(name) = port_name(id) {
                 out.push((id, name));
             }
-            // SAFETY: as above.
-            p = unsafe { ffi::rte_eth_find_next_owned_by(id + 1, ffi::RTE_ETH_DEV_NO_OWNER) };
+            next = p + 1;
         }
         out
     }
@@ -589,8 +596,9 @@ static POOL_SEQ: AtomicU32 = AtomicU32::new(0);
 /// Configures and starts port `port_id`: one mbuf pool (`opts.nb_mbufs`, `opts.mbuf_cache`)
 /// on the device's NUMA socket, `queues` rx and tx queues sharing it, RSS over IPv4
 /// addresses when `queues > 1` (see [`RxDistribution`]). Returns the queue pairs in order;
-/// the device is stopped and closed when all of them (and any stats handle) are dropped. A
-/// failure after queue setup closes the device.
+/// the device is stopped and closed when all of them (and any stats handle) are dropped.
+/// Validation errors (options, queue count, RSS support, port in use) leave the device
+/// untouched; a DPDK failure from `rte_eth_dev_configure` on closes it (the pool is freed).
 pub fn open_port_id(
     eal: &DpdkEal,
     port_id: u16,
@@ -720,44 +728,54 @@ pub fn open_port_id(
         pool,
     });
 
-    // SAFETY (all calls below): the port id names an existing, unstarted port claimed by this
-    // function; out-pointers are valid locals; `pool` is the live pool created above.
+    // Below, `port_id` names an existing port claimed by this function (no other thread
+    // configures or polls it) and `pool` is the live pool created above.
+    // SAFETY: plain values only; the shim builds the rte_eth_conf on its stack.
     check("rte_eth_dev_configure", unsafe {
         ffi::l3ns_dev_configure(port_id, queues, rss_hf)
     })?;
     if let Some(mtu) = opts.mtu {
+        // SAFETY: plain values only, on a configured, unstarted port.
         check("rte_eth_dev_set_mtu", unsafe {
             ffi::rte_eth_dev_set_mtu(port_id, mtu)
         })?;
     }
     let (mut nb_rx, mut nb_tx) = (opts.rx_desc, opts.tx_desc);
+    // SAFETY: both out-pointers are valid, writable locals for the call.
     check("rte_eth_dev_adjust_nb_rx_tx_desc", unsafe {
         ffi::rte_eth_dev_adjust_nb_rx_tx_desc(port_id, &mut nb_rx, &mut nb_tx)
     })?;
     // SOCKET_ID_ANY (-1) passes through as the unsigned value DPDK expects.
     let socket = caps.socket_id as c_uint;
     for q in 0..queues {
+        // SAFETY: q < queues as configured; a NULL rx_conf means the driver's defaults; the
+        // pool outlives the queue (Device frees it only after closing the port).
         check("rte_eth_rx_queue_setup", unsafe {
             ffi::rte_eth_rx_queue_setup(port_id, q, nb_rx, socket, std::ptr::null(), pool)
         })?;
+        // SAFETY: q < queues as configured; a NULL tx_conf means the driver's defaults.
         check("rte_eth_tx_queue_setup", unsafe {
             ffi::rte_eth_tx_queue_setup(port_id, q, nb_tx, socket, std::ptr::null())
         })?;
     }
     if opts.promiscuous {
+        // SAFETY: plain value only, on a configured port.
         check("rte_eth_promiscuous_enable", unsafe {
             ffi::rte_eth_promiscuous_enable(port_id)
         })?;
     }
+    // SAFETY: every queue was set up above.
     check("rte_eth_dev_start", unsafe {
         ffi::rte_eth_dev_start(port_id)
     })?;
 
     let mut mac = ffi::RteEtherAddr::default();
+    // SAFETY: `mac` is a valid, writable rte_ether_addr (6 bytes, 2-aligned).
     check("rte_eth_macaddr_get", unsafe {
         ffi::rte_eth_macaddr_get(port_id, &mut mac)
     })?;
     let mut mtu = 0u16;
+    // SAFETY: `mtu` is a valid, writable u16.
     check("rte_eth_dev_get_mtu", unsafe {
         ffi::rte_eth_dev_get_mtu(port_id, &mut mtu)
     })?;

@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * l3ns DPDK shim: exported wrappers around DPDK 22.11's static inline functions (burst I/O,
+ * mbuf helpers, rte_errno, lcore id) and around the calls whose argument structs we do not
+ * want to mirror in Rust (rte_eth_conf, rte_eth_dev_info, rte_eth_stats). The Rust side
+ * (dataplane/src/port/dpdk.rs) declares exactly these functions; keep both in sync.
+ *
+ * Everything here is thin: no allocation, no locking, no logging on the fast path.
+ */
+#include <rte_config.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+#include <rte_prefetch.h>
+
+/* ---- errors, lcores ---------------------------------------------------------------------- */
+
+int l3ns_rte_errno(void) { return rte_errno; }
+
+const char *l3ns_rte_strerror(int errnum) { return rte_strerror(errnum); }
+
+unsigned int l3ns_lcore_id(void) { return rte_lcore_id(); }
+
+/* RTE_MAX_ETHPORTS of this DPDK build (port ids are below it). */
+uint16_t l3ns_max_ethports(void) { return RTE_MAX_ETHPORTS; }
+
+/* ---- device setup ------------------------------------------------------------------------- */
+
+/* The parts of rte_eth_dev_info the Rust side needs. */
+struct l3ns_dev_caps {
+	uint64_t flow_type_rss_offloads;
+	uint32_t max_rx_pktlen;
+	uint16_t max_rx_queues;
+	uint16_t max_tx_queues;
+	uint16_t min_mtu;
+	uint16_t max_mtu;
+	int32_t socket_id;
+	char driver_name[64];
+};
+
+int l3ns_dev_caps(uint16_t port_id, struct l3ns_dev_caps *out)
+{
+	struct rte_eth_dev_info info;
+	int ret;
+
+	memset(out, 0, sizeof(*out));
+	ret = rte_eth_dev_info_get(port_id, &info);
+	if (ret != 0)
+		return ret;
+	out->flow_type_rss_offloads = info.flow_type_rss_offloads;
+	out->max_rx_pktlen = info.max_rx_pktlen;
+	out->max_rx_queues = info.max_rx_queues;
+	out->max_tx_queues = info.max_tx_queues;
+	out->min_mtu = info.min_mtu;
+	out->max_mtu = info.max_mtu;
+	out->socket_id = rte_eth_dev_socket_id(port_id);
+	if (info.driver_name != NULL) {
+		strncpy(out->driver_name, info.driver_name, sizeof(out->driver_name) - 1);
+		out->driver_name[sizeof(out->driver_name) - 1] = '\0';
+	}
+	return 0;
+}
+
+/* The IPv4 hash types the Rust side asks for (addresses only, so that all fragments and all
+ * protocols between two hosts land on one queue). */
+uint64_t l3ns_rss_ipv4_mask(void)
+{
+	return RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_FRAG_IPV4 | RTE_ETH_RSS_NONFRAG_IPV4_OTHER;
+}
+
+/* rte_eth_dev_configure with `nb_queues` rx and tx queues. `rss_hf` == 0: no RSS (the device
+ * spreads frames itself, or there is one queue); otherwise RSS with the default key over
+ * exactly these hash types. Returns 0 or a negative errno. */
+int l3ns_dev_configure(uint16_t port_id, uint16_t nb_queues, uint64_t rss_hf)
+{
+	struct rte_eth_conf conf;
+
+	memset(&conf, 0, sizeof(conf));
+	if (rss_hf != 0) {
+		conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+		conf.rx_adv_conf.rss_conf.rss_key = NULL;
+		conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+	} else {
+		conf.rxmode.mq_mode = RTE_ETH_MQ_RX_NONE;
+	}
+	conf.txmode.mq_mode = RTE_ETH_MQ_TX_NONE;
+	return rte_eth_dev_configure(port_id, nb_queues, nb_queues, &conf);
+}
+
+/* The counters of rte_eth_stats that l3ns exports. */
+struct l3ns_port_stats {
+	uint64_t ipackets;
+	uint64_t opackets;
+	uint64_t ibytes;
+	uint64_t obytes;
+	uint64_t imissed;
+	uint64_t ierrors;
+	uint64_t oerrors;
+	uint64_t rx_nombuf;
+};
+
+int l3ns_stats_get(uint16_t port_id, struct l3ns_port_stats *out)
+{
+	struct rte_eth_stats s;
+	int ret;
+
+	memset(out, 0, sizeof(*out));
+	ret = rte_eth_stats_get(port_id, &s);
+	if (ret != 0)
+		return ret;
+	out->ipackets = s.ipackets;
+	out->opackets = s.opackets;
+	out->ibytes = s.ibytes;
+	out->obytes = s.obytes;
+	out->imissed = s.imissed;
+	out->ierrors = s.ierrors;
+	out->oerrors = s.oerrors;
+	out->rx_nombuf = s.rx_nombuf;
+	return 0;
+}
+
+/* Usable data room of a fresh mbuf from `pool` (data room minus headroom). */
+uint16_t l3ns_pool_data_room(struct rte_mempool *pool)
+{
+	uint16_t room = rte_pktmbuf_data_room_size(pool);
+	return room > RTE_PKTMBUF_HEADROOM ? (uint16_t)(room - RTE_PKTMBUF_HEADROOM) : 0;
+}
+
+/* ---- fast path ----------------------------------------------------------------------------- */
+
+/* rte_eth_rx_burst, and for each received mbuf its data pointer and length, so that Rust
+ * needs no per-packet call. `lens[i]` is data_len of the first segment; `segs_ok[i]` is 0 when
+ * the frame is chained over several segments (pkt_len != data_len). The first packets' data is
+ * prefetched; the Rust loop prefetches the rest ahead of use. */
+uint16_t l3ns_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **mbufs,
+		       uint8_t **datas, uint16_t *lens, uint8_t *segs_ok, uint16_t nb)
+{
+	uint16_t n = rte_eth_rx_burst(port_id, queue_id, mbufs, nb);
+	uint16_t i;
+
+	for (i = 0; i < n; i++) {
+		struct rte_mbuf *m = mbufs[i];
+		datas[i] = rte_pktmbuf_mtod(m, uint8_t *);
+		lens[i] = rte_pktmbuf_data_len(m);
+		segs_ok[i] = (rte_pktmbuf_pkt_len(m) == rte_pktmbuf_data_len(m));
+		if (i < 2)
+			rte_prefetch0(datas[i]);
+	}
+	return n;
+}
+
+void l3ns_prefetch0(const void *p) { rte_prefetch0(p); }
+
+/* Frees `n` mbufs (whole chains). */
+void l3ns_pktmbuf_free_bulk(struct rte_mbuf **mbufs, unsigned int n)
+{
+	if (n > 0)
+		rte_pktmbuf_free_bulk(mbufs, n);
+}
+
+void l3ns_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
+
+struct rte_mbuf *l3ns_pktmbuf_alloc(struct rte_mempool *pool) { return rte_pktmbuf_alloc(pool); }
+
+/* Allocates `n` fresh mbufs (all or none) and reports each one's data pointer (start of the
+ * data room after the headroom). Returns 0 or a negative errno (-ENOENT: pool empty). */
+int l3ns_alloc_bulk(struct rte_mempool *pool, struct rte_mbuf **mbufs, uint8_t **datas,
+		    unsigned int n)
+{
+	unsigned int i;
+	int ret = rte_pktmbuf_alloc_bulk(pool, mbufs, n);
+
+	if (ret != 0)
+		return ret;
+	for (i = 0; i < n; i++)
+		datas[i] = rte_pktmbuf_mtod(mbufs[i], uint8_t *);
+	return 0;
+}
+
+/* Appends `len` bytes to an mbuf; returns the start of the appended area or NULL when the
+ * last segment has no room. */
+uint8_t *l3ns_pktmbuf_append(struct rte_mbuf *m, uint16_t len)
+{
+	return (uint8_t *)rte_pktmbuf_append(m, len);
+}
+
+uint8_t *l3ns_pktmbuf_mtod(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, uint8_t *); }
+uint16_t l3ns_pktmbuf_data_len(const struct rte_mbuf *m) { return rte_pktmbuf_data_len(m); }
+uint32_t l3ns_pktmbuf_pkt_len(const struct rte_mbuf *m) { return rte_pktmbuf_pkt_len(m); }
+
+/* Sets each fresh single-segment mbuf's length to lens[i] and hands them to
+ * rte_eth_tx_burst. Returns how many the device took (the first ones); the caller frees the
+ * rest. */
+uint16_t l3ns_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **mbufs,
+		       const uint16_t *lens, uint16_t nb)
+{
+	uint16_t i;
+
+	for (i = 0; i < nb; i++) {
+		struct rte_mbuf *m = mbufs[i];
+		m->data_len = lens[i];
+		m->pkt_len = lens[i];
+	}
+	return rte_eth_tx_burst(port_id, queue_id, mbufs, nb);
+}
