@@ -3,6 +3,7 @@
 //! `apply`: the model operation is all-or-nothing, and only a successful one publishes.
 
 use crate::error::{ControlError, Result};
+use crate::metrics::ControlMetrics;
 use crate::model::{Changes, Model};
 use crate::publish::Publisher;
 use arc_swap::ArcSwap;
@@ -28,6 +29,9 @@ pub struct Runtime {
     queue_depth: usize,
     control_ns: NsWriter,
     pub ops: OpCounts,
+    /// The same operation counts and each publish's duration, for Prometheus scrapes from
+    /// another thread (recording never waits for a scrape).
+    pub metrics: Arc<ControlMetrics>,
 }
 
 impl Runtime {
@@ -48,6 +52,7 @@ impl Runtime {
             queue_depth,
             control_ns,
             ops: BTreeMap::new(),
+            metrics: ControlMetrics::new(),
         };
         let ids: Vec<SocketId> = rt.model.sockets().map(|s| s.binding.id).collect();
         let attach: Vec<_> = ids.into_iter().map(|id| (id, rt.new_queue(id))).collect();
@@ -89,6 +94,7 @@ impl Runtime {
             .ops
             .entry((op.to_string(), if ok { "ok" } else { "error" }))
             .or_default() += 1;
+        self.metrics.op(op, ok);
     }
 
     /// Applies one model operation named `op` and publishes what it changed.
@@ -115,9 +121,14 @@ impl Runtime {
             return;
         }
         self.publisher.publish(&self.model, changes, attach);
+        self.metrics.published(self.publisher.last_publish);
         // Closed sockets: whatever was still queued is lost with them (R5 `ns_gone`).
         for id in &changes.closed_sockets {
             if let Some(q) = self.queues.remove(id) {
+                // A queue shared with sockets still open stays open.
+                if self.queues.values().any(|o| Arc::ptr_eq(o, &q)) {
+                    continue;
+                }
                 for (ns, n) in q.close() {
                     self.control_ns.ns(ns).drop(NsDrop::NsGone, n);
                 }
@@ -164,6 +175,29 @@ impl Runtime {
                 Err(e)
             }
         }
+    }
+
+    /// R7: binds a socket that delivers into an existing queue shared with other sockets —
+    /// how one service thread serves many sockets and drains them with one hand-off per
+    /// burst. The queue's bound then applies to the group.
+    pub fn bind_shared(&mut self, caller: NsId, addr: Ipv4Addr, port: u16, service: &str, queue: Arc<SocketQueue>) -> Result<SocketId> {
+        match self.model.sock_bind(caller, Proto::Udp, addr, port, service) {
+            Ok((id, changes)) => {
+                self.count("sock_bind", true);
+                self.queues.insert(id, queue.clone());
+                self.commit(&changes, &[(id, queue)]);
+                Ok(id)
+            }
+            Err(e) => {
+                self.count("sock_bind", false);
+                Err(e)
+            }
+        }
+    }
+
+    /// A new, unattached queue for `bind_shared`.
+    pub fn new_shared_queue(&self, depth: usize) -> Arc<SocketQueue> {
+        SocketQueue::new(depth, self.shared.pools.clone())
     }
 
     /// Binds a socket for an in-process application.

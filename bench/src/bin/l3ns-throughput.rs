@@ -1,0 +1,292 @@
+//! Dataplane throughput on the memory port (issue 3): one pinned worker classifies a
+//! generated stream of 64-byte UDP frames for 1,000 namespaces × 64 addresses, each namespace
+//! with a socket on `0.0.0.0:9` drained by a consumer thread on the other core.
+//!
+//! Every scenario runs in the same process, side by side:
+//! - `ceiling`: receive and free only (no parse, no classification);
+//! - `unicast`: the full packet path;
+//! - `broadcast_mix`: 5% limited broadcasts to port 67, on which 100 namespaces listen;
+//! - `churn`: unicast while a control thread applies push/pull changes at a fixed rate.
+//!
+//! `--json` prints one JSON object; otherwise a table.
+
+use clap::Parser;
+use l3ns_control::runtime::Runtime;
+use l3ns_dataplane::port::memory::{memory_pair, Generator, MemoryPort, Pace, TxMode};
+use l3ns_dataplane::port::{Port, PortInfo};
+use l3ns_dataplane::socket::SocketQueue;
+use l3ns_dataplane::types::{DevId, LoopbackMode, NsId, Scope};
+use l3ns_dataplane::wire::{build_udp, FrameAddrs};
+use l3ns_dataplane::worker::{Worker, WorkerConfig, WorkerPort};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(about = "l3ns dataplane throughput on the memory port (one worker core)")]
+struct Args {
+    /// Namespaces, each with a socket on 0.0.0.0:9.
+    #[arg(long, default_value_t = 1000)]
+    namespaces: usize,
+    /// Addresses per namespace.
+    #[arg(long, default_value_t = 64)]
+    addrs_per_ns: usize,
+    /// Seconds per scenario.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Push/pull changes per second in the churn scenario.
+    #[arg(long, default_value_t = 10_000)]
+    churn_rate: u64,
+    /// Core for the worker (the consumer takes the next one).
+    #[arg(long, default_value_t = 0)]
+    core: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+#[derive(Serialize, Debug, Clone)]
+struct Scenario {
+    name: String,
+    packets: u64,
+    seconds: f64,
+    mpps: f64,
+    ns_per_packet: f64,
+    /// Datagrams handed to sockets (copies of a broadcast count once each).
+    deliveries: u64,
+    deliveries_per_second: f64,
+    dropped: u64,
+    changes_applied: u64,
+}
+
+struct Setup {
+    rt: Runtime,
+    dev: DevId,
+    owned: Vec<Ipv4Addr>,
+    queues: Vec<Arc<SocketQueue>>,
+    names: Vec<String>,
+}
+
+fn addr_of(ns: usize, k: usize) -> Ipv4Addr {
+    // 10.N.N.K: 64 addresses per namespace inside 10.0.0.0/8.
+    let i = (ns * 64 + k) as u32 + 1;
+    Ipv4Addr::from(0x0a00_0000 | i)
+}
+
+fn setup(args: &Args) -> Setup {
+    let mut rt = Runtime::new(Default::default(), 1, vec!["mem0".into()], 1 << 16);
+    let dev = rt.add_device("mem0", MAC).unwrap();
+    let root = NsId::ROOT;
+    let mut owned = Vec::new();
+    // One queue shared by every benchmark socket: the consumer thread serves them all, and
+    // each burst is handed over once.
+    let shared_q = rt.new_shared_queue(1 << 16);
+    let queues = vec![shared_q.clone()];
+    let mut names = Vec::new();
+    for ns in 0..args.namespaces {
+        let name = format!("t{ns}");
+        let id = rt.apply("ns_add", |m| m.ns_add(root, &name, None, LoopbackMode::Isolated)).unwrap();
+        for k in 0..args.addrs_per_ns {
+            let a = addr_of(ns, k);
+            rt.apply("addr_add", |m| m.addr_add(root, "mem0", a, 8, None, None, Scope::Global).map(|c| ((), c))).unwrap();
+            rt.apply("addr_push", |m| m.addr_push(root, "mem0", a, None, &name).map(|c| ((), c))).unwrap();
+            owned.push(a);
+        }
+        rt.bind_shared(id, Ipv4Addr::UNSPECIFIED, 9, "app", shared_q.clone()).unwrap();
+        if ns < 100 {
+            rt.bind_shared(id, Ipv4Addr::UNSPECIFIED, 67, "app", shared_q.clone()).unwrap();
+        }
+        names.push(name);
+    }
+    Setup { rt, dev, owned, queues, names }
+}
+
+fn frames(owned: &[Ipv4Addr], broadcast_share: f64, n: usize) -> Vec<Vec<u8>> {
+    let mut rng = SmallRng::seed_from_u64(7);
+    (0..n)
+        .map(|_| {
+            let (dst, port) = if rng.gen_bool(broadcast_share) {
+                (Ipv4Addr::BROADCAST, 67)
+            } else {
+                (owned[rng.gen_range(0..owned.len())], 9)
+            };
+            let dst_mac = if dst.is_broadcast() { [0xff; 6] } else { MAC };
+            let addrs = FrameAddrs { src_mac: [2, 0, 0, 0, 0, 9], dst_mac, src_ip: Ipv4Addr::new(192, 0, 2, 1), dst_ip: dst };
+            let mut buf = vec![0u8; 64];
+            // 14 + 20 + 8 + 18 = 60 bytes: a minimum Ethernet frame without FCS.
+            let len = build_udp(&mut buf, &addrs, 1234, port, 64, &[0xab; 18]).unwrap();
+            buf.truncate(len);
+            buf
+        })
+        .collect()
+}
+
+fn port(frames: Vec<Vec<u8>>) -> MemoryPort {
+    let (p, _wire) = memory_pair(PortInfo { name: "mem0".into(), mac: MAC, max_frame: 1514 }, 64, TxMode::Discard);
+    p.with_generator(Generator::new(frames, Pace::Unlimited, None))
+}
+
+/// Drains every queue batch by batch until `stop`; returns datagrams taken.
+fn consumer(queues: Vec<Arc<SocketQueue>>, stop: Arc<AtomicBool>, core: usize) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        core_affinity::set_for_current(core_affinity::CoreId { id: core });
+        let mut n = 0u64;
+        loop {
+            let done = stop.load(Ordering::Acquire);
+            let mut any = false;
+            for q in &queues {
+                while let Some(b) = q.pop_batch() {
+                    n += b.len() as u64;
+                    any = true;
+                    q.recycle(b);
+                }
+            }
+            if done && !any {
+                return n;
+            }
+        }
+    })
+}
+
+fn ns_totals(rt: &Runtime, ids: impl Iterator<Item = NsId>) -> (u64, u64) {
+    let mut delivered = 0;
+    let mut dropped = 0;
+    for id in ids {
+        let s = rt.stats.ns(id);
+        delivered += s.delivered + s.broadcast_delivered;
+        dropped += s.dropped_no_socket + s.dropped_queue_full + s.dropped_ns_gone;
+    }
+    (delivered, dropped)
+}
+
+fn run_worker(s: &mut Setup, args: &Args, name: &str, frames: Vec<Vec<u8>>, churn: bool) -> Scenario {
+    let ids: Vec<NsId> = (0..=args.namespaces as u32).map(NsId).collect();
+    let (d0, x0) = ns_totals(&s.rt, ids.iter().copied());
+    let stop = Arc::new(AtomicBool::new(false));
+    let cons = consumer(s.queues.clone(), stop.clone(), args.core + 1);
+    let mut worker = Worker::new(WorkerConfig::default(), vec![WorkerPort { port: port(frames), dev: s.dev, index: 0 }], s.rt.shared.clone(), s.rt.stats.workers[0].clone());
+    let secs = args.seconds;
+    let core = args.core;
+    let running = Arc::new(AtomicBool::new(true));
+    let worker_running = running.clone();
+    let packets = Arc::new(AtomicU64::new(0));
+    let worker_packets = packets.clone();
+    let start = Instant::now();
+    let w = std::thread::spawn(move || {
+        core_affinity::set_for_current(core_affinity::CoreId { id: core });
+        let mut n = 0u64;
+        let t0 = Instant::now();
+        while t0.elapsed().as_secs_f64() < secs {
+            for _ in 0..1024 {
+                n += worker.poll(t0) as u64;
+            }
+        }
+        worker_packets.store(n, Ordering::Release);
+        worker_running.store(false, Ordering::Release);
+        t0.elapsed().as_secs_f64()
+    });
+    let mut changes = 0u64;
+    if churn {
+        // Pull one address and push it to the next namespace, paced to `churn_rate` changes/s.
+        let root = NsId::ROOT;
+        let mut k = 0usize;
+        let mut owners: Vec<usize> = (0..s.owned.len()).map(|i| i / args.addrs_per_ns).collect();
+        while running.load(Ordering::Acquire) {
+            let due = (start.elapsed().as_secs_f64() * args.churn_rate as f64) as u64;
+            if changes >= due {
+                std::thread::yield_now();
+                continue;
+            }
+            let i = (k * 7919) % s.owned.len();
+            let a = s.owned[i];
+            let to = (owners[i] + 1) % args.namespaces;
+            let (from, to_name) = (&s.names[owners[i]], &s.names[to]);
+            s.rt.apply("addr_pull", |m| m.addr_pull(root, "mem0", a, None, from).map(|c| ((), c))).unwrap();
+            s.rt.apply("addr_push", |m| m.addr_push(root, "mem0", a, None, to_name).map(|c| ((), c))).unwrap();
+            owners[i] = to;
+            changes += 2;
+            k += 1;
+        }
+    }
+    let elapsed = w.join().unwrap();
+    stop.store(true, Ordering::Release);
+    cons.join().unwrap();
+    let pk = packets.load(Ordering::Acquire);
+    let (d1, x1) = ns_totals(&s.rt, ids.into_iter());
+    Scenario {
+        name: name.into(),
+        packets: pk,
+        seconds: elapsed,
+        mpps: pk as f64 / elapsed / 1e6,
+        ns_per_packet: elapsed * 1e9 / pk as f64,
+        deliveries: d1 - d0,
+        deliveries_per_second: (d1 - d0) as f64 / elapsed,
+        dropped: x1 - x0,
+        changes_applied: changes,
+    }
+}
+
+fn ceiling(args: &Args, frames: Vec<Vec<u8>>) -> Scenario {
+    let mut p = port(frames);
+    let secs = args.seconds;
+    let core = args.core;
+    let (n, elapsed) = std::thread::spawn(move || {
+        core_affinity::set_for_current(core_affinity::CoreId { id: core });
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        let mut sum = 0u64;
+        while t0.elapsed().as_secs_f64() < secs {
+            for _ in 0..1024 {
+                n += p.rx_burst(32, |f| sum = sum.wrapping_add(u64::from(f[30]))) as u64;
+            }
+        }
+        black_box(sum);
+        (n, t0.elapsed().as_secs_f64())
+    })
+    .join()
+    .unwrap();
+    Scenario { name: "ceiling (rx + free only)".into(), packets: n, seconds: elapsed, mpps: n as f64 / elapsed / 1e6, ns_per_packet: elapsed * 1e9 / n as f64, deliveries: 0, deliveries_per_second: 0.0, dropped: 0, changes_applied: 0 }
+}
+
+fn main() {
+    let args = Args::parse();
+    let t = Instant::now();
+    let mut s = setup(&args);
+    let setup_s = t.elapsed().as_secs_f64();
+    let unicast = frames(&s.owned, 0.0, 16_384);
+    let mix = frames(&s.owned, 0.05, 16_384);
+    let results = vec![
+        ceiling(&args, unicast.clone()),
+        run_worker(&mut s, &args, "unicast", unicast.clone(), false),
+        run_worker(&mut s, &args, "broadcast_mix (5% to 100 listeners)", mix, false),
+        run_worker(&mut s, &args, &format!("unicast + churn ({}/s)", args.churn_rate), unicast, true),
+    ];
+    let unicast_mpps = results[1].mpps;
+    let churn_drop = 1.0 - results[3].mpps / unicast_mpps;
+    if args.json {
+        let out = serde_json::json!({
+            "namespaces": args.namespaces,
+            "addresses": args.namespaces * args.addrs_per_ns,
+            "setup_seconds": setup_s,
+            "scenarios": results,
+            "unicast_vs_ceiling": unicast_mpps / results[0].mpps,
+            "churn_throughput_drop": churn_drop,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        return;
+    }
+    println!("{} namespaces x {} addresses ({} addresses), setup {:.1} s, {} s per scenario, one worker core", args.namespaces, args.addrs_per_ns, s.owned.len(), setup_s, args.seconds);
+    println!("{:<40} {:>10} {:>8} {:>14} {:>10} {:>9}", "scenario", "Mpps", "ns/pkt", "deliveries/s", "dropped", "changes");
+    for r in &results {
+        println!("{:<40} {:>10.2} {:>8.1} {:>14.0} {:>10} {:>9}", r.name, r.mpps, r.ns_per_packet, r.deliveries_per_second, r.dropped, r.changes_applied);
+    }
+    println!("unicast / ceiling = {:.2}; throughput drop under churn = {:.1}%", unicast_mpps / results[0].mpps, churn_drop * 100.0);
+    let _ = Duration::ZERO;
+}
