@@ -408,3 +408,53 @@ fn fix_ipv4_checksum(frame: &mut [u8]) {
     let c = l3ns_dataplane::wire::checksum::checksum(&frame[14..14 + ihl]);
     frame[24..26].copy_from_slice(&c.to_be_bytes());
 }
+
+#[test]
+fn a_full_queue_drops_and_counts_queue_full_without_blocking_the_worker() {
+    let mut n = net();
+    let q = n.rt.new_shared_queue(2);
+    n.rt.bind_shared(n.web1, Ipv4Addr::UNSPECIFIED, 9, "app", q.clone())
+        .unwrap();
+    n.inject([udp_to(WEB1_IP, 9, b"a"), udp_to(WEB1_IP, 9, b"b")]);
+    assert_eq!(q.len(), 2);
+    // The queue is full: the next burst is refused whole and counted, the worker goes on.
+    n.inject([
+        udp_to(WEB1_IP, 9, b"c"),
+        udp_to(WEB1_IP, 9, b"d"),
+        udp_to(WEB1_IP, 9, b"e"),
+    ]);
+    let w1 = n.rt.stats.ns(n.web1);
+    assert_eq!(
+        (w1.rx_packets, w1.delivered, w1.dropped_queue_full),
+        (5, 2, 3)
+    );
+    assert_eq!(q.overflow.load(std::sync::atomic::Ordering::Relaxed), 3);
+    let mut got = Vec::new();
+    while let Some(b) = q.pop_batch() {
+        got.extend(b.iter().map(|(_, p)| p.to_vec()));
+        q.recycle(b);
+    }
+    assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec()]);
+    n.inject([udp_to(WEB1_IP, 9, b"f")]);
+    assert_eq!(
+        n.rt.stats.ns(n.web1).delivered,
+        3,
+        "room again after the consumer drained"
+    );
+}
+
+#[test]
+fn r05_deleting_a_namespace_counts_what_its_sockets_still_held_as_ns_gone() {
+    let mut n = net();
+    let s = n.rt.udp_socket(n.web2, Ipv4Addr::UNSPECIFIED, 9).unwrap();
+    n.inject([udp_to(WEB2_IP, 9, b"1"), udp_to(WEB2_IP, 9, b"2")]);
+    assert_eq!(s.queue().len(), 2);
+    let root = ROOT;
+    n.rt.apply("ns_del", |m| m.ns_del(root, "web2").map(|c| ((), c)))
+        .unwrap();
+    assert_eq!(n.rt.stats.ns(n.web2).dropped_ns_gone, 2);
+    assert!(s.queue().is_closed());
+    // Its address is root's again: with no root listener the datagram is root's no_socket.
+    n.inject([udp_to(WEB2_IP, 9, b"3")]);
+    assert_eq!(n.rt.stats.ns(ROOT).dropped_no_socket, 1);
+}
