@@ -157,7 +157,9 @@ pub fn arp_request(sender_mac: [u8; 6], sender_ip: Ipv4Addr, target: Ipv4Addr) -
 }
 
 /// A parsed transmitted UDP frame: (eth dst, src ip, dst ip, sport, dport, payload).
-pub fn parse_udp(frame: &[u8]) -> Option<([u8; 6], Ipv4Addr, Ipv4Addr, u16, u16, Vec<u8>)> {
+pub type UdpSummary = ([u8; 6], Ipv4Addr, Ipv4Addr, u16, u16, Vec<u8>);
+
+pub fn parse_udp(frame: &[u8]) -> Option<UdpSummary> {
     let p = SlicedPacket::from_ethernet(frame).ok()?;
     let eth = match p.link? {
         etherparse::LinkSlice::Ethernet2(e) => e.destination(),
