@@ -100,6 +100,9 @@ pub struct WorkerConfig {
     pub arp_queue: usize,
     /// How long a send waits for ARP before it is dropped (`arp_unresolved`).
     pub arp_timeout: Duration,
+    /// Zero: `run` spins when a poll found nothing (poll mode). Otherwise it sleeps this long
+    /// after an idle poll (the daemon's `idle_sleep_us`, for shared machines and demos).
+    pub idle_sleep: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -110,6 +113,7 @@ impl Default for WorkerConfig {
             icmp_rate: 100,
             arp_queue: 256,
             arp_timeout: Duration::from_secs(3),
+            idle_sleep: Duration::ZERO,
         }
     }
 }
@@ -208,7 +212,11 @@ impl<P: Port> Worker<P> {
         }
         while !self.shared.stop.load(Ordering::Relaxed) {
             if self.poll(Instant::now()) == 0 {
-                std::hint::spin_loop();
+                if self.cfg.idle_sleep.is_zero() {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::sleep(self.cfg.idle_sleep);
+                }
             }
         }
         // Drain what is already staged or waiting to be sent before leaving.

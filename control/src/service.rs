@@ -1,0 +1,506 @@
+//! Built-in services that consume bound sockets: `echo`, `sink` and `attach:PATH`.
+//!
+//! One service thread serves every socket. It polls each socket's queue
+//! ([`UdpSocket::try_recv`]) and, when a whole round found nothing, backs off: a few
+//! `yield`s, then sleeps growing to at most 1 ms. That is pacing (how soon an idle thread
+//! looks again), not synchronisation: sockets are added and removed through a channel the
+//! thread reads every round.
+//!
+//! - `echo` answers each datagram to its sender from the address it was received on
+//!   (`send_from(meta.dst)`); a datagram received as a broadcast is answered with `send_to`,
+//!   so that R13 picks the namespace's own source address.
+//! - `sink` counts and drops.
+//! - `attach:PATH` hands datagrams to another process over a Unix **datagram** socket
+//!   (`SOCK_DGRAM`). The process binds PATH; the service binds an abstract address
+//!   (`\0l3ns-attach-PID-SOCKET-N`) and connects to PATH, so the process learns where to answer
+//!   from `recvfrom`. Every message, each way, is one datagram:
+//!
+//!   ```text
+//!   offset  0: 4 bytes  source IPv4        (big-endian, network order)
+//!   offset  4: 2 bytes  source port
+//!   offset  8: 4 bytes  destination IPv4
+//!   offset 12: 2 bytes  destination port
+//!   offset 14: payload
+//!   ```
+//!
+//!   Towards the process, source is the remote sender and destination the address and port the
+//!   datagram was received on. From the process, destination is where to send and source the
+//!   address to send from: `0.0.0.0` (or a broadcast address) lets R13 choose; the source port
+//!   is ignored (the socket's bound port is used). So a process answers a datagram by swapping
+//!   the two halves of the header. Sending from an address the namespace does not own is
+//!   refused by the worker (R14, `tx_spoofed`). When PATH cannot be reached (not there yet, the
+//!   process restarted) the service retries every second and counts what it had to drop.
+//!   `tests/attach_client.py` is an example process.
+
+use crate::error::ControlError;
+use crate::runtime::Runtime;
+use l3ns_dataplane::api::UdpSocket;
+use l3ns_dataplane::errno::Errno;
+use l3ns_dataplane::socket::DgramMeta;
+use l3ns_dataplane::types::SocketId;
+use l3ns_dataplane::worker::Shared;
+use std::io::ErrorKind;
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Bytes of the attach header in front of every payload.
+pub const ATTACH_HEADER: usize = 12;
+/// Longest Unix socket path (`sizeof(sockaddr_un.sun_path) - 1`).
+const MAX_UNIX_PATH: usize = 107;
+/// Datagrams taken from one socket per round, so that one busy socket cannot starve others.
+const ROUND_BUDGET: usize = 256;
+/// The longest idle sleep.
+const MAX_IDLE_SLEEP: Duration = Duration::from_millis(1);
+/// How often an unreachable attach PATH is retried.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
+/// A service, parsed from its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceKind {
+    Echo,
+    Sink,
+    Attach(PathBuf),
+}
+
+impl ServiceKind {
+    /// Parses `echo`, `sink` or `attach:PATH` (`EINVAL` otherwise).
+    pub fn parse(service: &str) -> Result<ServiceKind, ControlError> {
+        match service {
+            "echo" => Ok(ServiceKind::Echo),
+            "sink" => Ok(ServiceKind::Sink),
+            s => match s.strip_prefix("attach:") {
+                Some(p) if !p.is_empty() && p.len() <= MAX_UNIX_PATH => Ok(ServiceKind::Attach(PathBuf::from(p))),
+                Some(p) if !p.is_empty() => Err(ControlError::einval(format!(
+                    "attach path {p:?} is {} bytes long; a Unix socket path has at most {MAX_UNIX_PATH}: use a shorter path",
+                    p.len()
+                ))),
+                _ => Err(ControlError::einval(format!("service {s:?} is unknown; use echo, sink or attach:PATH"))),
+            },
+        }
+    }
+}
+
+/// Counters of all services (written by the service thread only).
+#[derive(Debug, Default)]
+pub struct ServiceStats {
+    /// Datagrams taken from socket queues.
+    pub received: AtomicU64,
+    /// Echo answers handed to the workers.
+    pub echoed: AtomicU64,
+    /// Datagrams a sink consumed.
+    pub sunk: AtomicU64,
+    /// Datagrams handed to attached processes.
+    pub forwarded: AtomicU64,
+    /// Datagrams attached processes sent back, handed to the workers.
+    pub returned: AtomicU64,
+    /// Datagrams an attach service dropped (process unreachable or not reading).
+    pub attach_dropped: AtomicU64,
+    /// Messages from a process that were shorter than the header.
+    pub attach_malformed: AtomicU64,
+    /// Sends the socket layer refused (no source address, send queue full).
+    pub send_errors: AtomicU64,
+}
+
+impl ServiceStats {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+enum Command {
+    Add(Entry),
+    Remove(SocketId),
+}
+
+/// The built-in services of one daemon: a handle on the service thread.
+pub struct Services {
+    commands: mpsc::Sender<Command>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<ServiceStats>,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Services {
+    /// Starts the (idle) service thread.
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(ServiceStats::default());
+        let (s, st) = (stop.clone(), stats.clone());
+        let thread = std::thread::Builder::new()
+            .name("l3ns-services".into())
+            .spawn(move || service_loop(rx, s, st))
+            .expect("spawn the service thread");
+        Services {
+            commands: tx,
+            stop,
+            thread: Some(thread),
+            stats,
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<ServiceStats> {
+        &self.stats
+    }
+
+    /// Starts `service` on socket `id` (whose binding and queue `rt` holds).
+    pub fn start(&mut self, rt: &Runtime, id: SocketId, service: &str) -> Result<(), ControlError> {
+        let kind = ServiceKind::parse(service)?;
+        let sock = rt.socket_handle(id)?;
+        let kind = match kind {
+            ServiceKind::Echo => Kind::Echo,
+            ServiceKind::Sink => Kind::Sink,
+            ServiceKind::Attach(path) => Kind::Attach(Attachment::new(path, id)),
+        };
+        let entry = Entry {
+            sock,
+            kind,
+            shared: rt.shared.clone(),
+        };
+        self.commands
+            .send(Command::Add(entry))
+            .map_err(|_| ControlError::eio("the service thread has stopped; restart l3nsd"))
+    }
+
+    /// Stops the service of socket `id` (after its socket was closed). Unknown ids are ignored.
+    pub fn stop(&mut self, id: SocketId) {
+        let _ = self.commands.send(Command::Remove(id));
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn shutdown(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl crate::api::ServiceHost for Services {
+    fn start(&mut self, rt: &Runtime, id: SocketId, service: &str) -> Result<(), ControlError> {
+        Services::start(self, rt, id, service)
+    }
+    fn stop(&mut self, id: SocketId) {
+        Services::stop(self, id)
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+struct Entry {
+    sock: UdpSocket,
+    kind: Kind,
+    shared: Arc<Shared>,
+}
+
+enum Kind {
+    Echo,
+    Sink,
+    Attach(Attachment),
+}
+
+fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<ServiceStats>) {
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut idle_rounds: u32 = 0;
+    loop {
+        loop {
+            match rx.try_recv() {
+                Ok(Command::Add(e)) => {
+                    entries.retain(|x| x.sock.id() != e.sock.id());
+                    entries.push(e);
+                }
+                Ok(Command::Remove(id)) => entries.retain(|x| x.sock.id() != id),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = Instant::now();
+        let work: usize = entries.iter_mut().map(|e| e.poll(&stats, now)).sum();
+        if work > 0 {
+            idle_rounds = 0;
+            continue;
+        }
+        idle_rounds = idle_rounds.saturating_add(1);
+        if idle_rounds < 16 {
+            std::thread::yield_now();
+        } else {
+            let us = 50u64.saturating_mul(u64::from(idle_rounds - 15));
+            std::thread::sleep(Duration::from_micros(us).min(MAX_IDLE_SLEEP));
+        }
+    }
+}
+
+impl Entry {
+    /// One round on this socket; returns the datagrams handled.
+    fn poll(&mut self, stats: &ServiceStats, now: Instant) -> usize {
+        let mut n = 0;
+        while n < ROUND_BUDGET {
+            let Some(d) = self.sock.try_recv() else { break };
+            n += 1;
+            ServiceStats::add(&stats.received, 1);
+            match &mut self.kind {
+                Kind::Sink => ServiceStats::add(&stats.sunk, 1),
+                Kind::Echo => {
+                    let from = if d.meta.broadcast {
+                        Ipv4Addr::UNSPECIFIED
+                    } else {
+                        d.meta.dst
+                    };
+                    match answer(
+                        &self.sock,
+                        &self.shared,
+                        from,
+                        &d.payload,
+                        d.meta.src,
+                        d.meta.src_port,
+                    ) {
+                        Ok(()) => ServiceStats::add(&stats.echoed, 1),
+                        Err(_) => ServiceStats::add(&stats.send_errors, 1),
+                    }
+                }
+                Kind::Attach(a) => a.forward(&d.meta, &d.payload, stats, now),
+            }
+        }
+        if let Kind::Attach(a) = &mut self.kind {
+            n += a.relay_back(&self.sock, &self.shared, stats);
+        }
+        n
+    }
+}
+
+/// Sends `payload` to `to:port` from `from`, or from the address R13 picks when `from` is
+/// not a unicast address of the namespace's own (unspecified, a broadcast, multicast, a
+/// subnet's network or broadcast address).
+fn answer(
+    sock: &UdpSocket,
+    shared: &Shared,
+    from: Ipv4Addr,
+    payload: &[u8],
+    to: Ipv4Addr,
+    port: u16,
+) -> Result<(), Errno> {
+    let choose = from.is_unspecified() || from.is_broadcast() || from.is_multicast() || {
+        let t = shared.table.load();
+        t.namespace(sock.ns()).is_some_and(|v| {
+            v.ifaddrs
+                .iter()
+                .any(|i| i.broadcast == from || i.network() == from && i.prefix < 31)
+        })
+    };
+    if choose {
+        sock.send_to(payload, to, port)
+    } else {
+        sock.send_from(from, payload, to, port)
+    }
+}
+
+/// An IPv4 address and a port, as the attach header carries them.
+pub type AddrPort = (Ipv4Addr, u16);
+
+/// Writes the attach header for `meta` into `out` followed by `payload`.
+pub fn encode_attach(out: &mut Vec<u8>, src: AddrPort, dst: AddrPort, payload: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&src.0.octets());
+    out.extend_from_slice(&src.1.to_be_bytes());
+    out.extend_from_slice(&dst.0.octets());
+    out.extend_from_slice(&dst.1.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Splits an attach message into (source, destination, payload); `None` when too short.
+pub fn decode_attach(msg: &[u8]) -> Option<(AddrPort, AddrPort, &[u8])> {
+    if msg.len() < ATTACH_HEADER {
+        return None;
+    }
+    let ip = |o: usize| Ipv4Addr::new(msg[o], msg[o + 1], msg[o + 2], msg[o + 3]);
+    let port = |o: usize| u16::from_be_bytes([msg[o], msg[o + 1]]);
+    Some(((ip(0), port(4)), (ip(6), port(10)), &msg[ATTACH_HEADER..]))
+}
+
+/// The connection of an `attach:PATH` service to its process.
+struct Attachment {
+    path: PathBuf,
+    socket: SocketId,
+    conn: Option<UnixDatagram>,
+    next_try: Instant,
+    warned: bool,
+    buf: Vec<u8>,
+}
+
+static ATTACH_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Attachment {
+    fn new(path: PathBuf, socket: SocketId) -> Self {
+        let mut a = Attachment {
+            path,
+            socket,
+            conn: None,
+            next_try: Instant::now(),
+            warned: false,
+            buf: Vec::with_capacity(2048),
+        };
+        a.connect(Instant::now());
+        a
+    }
+
+    fn connect(&mut self, now: Instant) {
+        if self.conn.is_some() || now < self.next_try {
+            return;
+        }
+        self.next_try = now + RECONNECT_EVERY;
+        match self.try_connect() {
+            Ok(c) => {
+                if self.warned {
+                    eprintln!(
+                        "l3nsd: attach socket {}: connected to {}",
+                        self.socket.0,
+                        self.path.display()
+                    );
+                }
+                self.warned = false;
+                self.conn = Some(c);
+            }
+            Err(e) => {
+                if !self.warned {
+                    eprintln!(
+                        "l3nsd: attach socket {}: cannot reach {}: {e}; datagrams are dropped until the process binds it (retrying every second)",
+                        self.socket.0,
+                        self.path.display()
+                    );
+                    self.warned = true;
+                }
+            }
+        }
+    }
+
+    fn try_connect(&self) -> std::io::Result<UnixDatagram> {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!(
+            "l3ns-attach-{}-{}-{}",
+            std::process::id(),
+            self.socket.0,
+            ATTACH_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        let s = UnixDatagram::bind_addr(&addr)?;
+        s.connect(&self.path)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    }
+
+    fn forward(&mut self, meta: &DgramMeta, payload: &[u8], stats: &ServiceStats, now: Instant) {
+        self.connect(now);
+        let Some(c) = &self.conn else {
+            ServiceStats::add(&stats.attach_dropped, 1);
+            return;
+        };
+        encode_attach(
+            &mut self.buf,
+            (meta.src, meta.src_port),
+            (meta.dst, meta.dst_port),
+            payload,
+        );
+        match c.send(&self.buf) {
+            Ok(_) => ServiceStats::add(&stats.forwarded, 1),
+            Err(e) => {
+                ServiceStats::add(&stats.attach_dropped, 1);
+                // A full receive buffer is the process's back-pressure: drop, stay connected.
+                if e.kind() != ErrorKind::WouldBlock {
+                    self.conn = None;
+                }
+            }
+        }
+    }
+
+    /// Sends what the process wrote back; returns how many messages were read.
+    fn relay_back(&mut self, sock: &UdpSocket, shared: &Shared, stats: &ServiceStats) -> usize {
+        let Some(c) = &self.conn else { return 0 };
+        let mut buf = [0u8; 65_536];
+        let mut n = 0;
+        while n < ROUND_BUDGET {
+            match c.recv(&mut buf) {
+                Ok(len) => {
+                    n += 1;
+                    match decode_attach(&buf[..len]) {
+                        Some(((src, _), (dst, port), payload)) => {
+                            match answer(sock, shared, src, payload, dst, port) {
+                                Ok(()) => ServiceStats::add(&stats.returned, 1),
+                                Err(_) => ServiceStats::add(&stats.send_errors, 1),
+                            }
+                        }
+                        None => ServiceStats::add(&stats.attach_malformed, 1),
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.conn = None;
+                    break;
+                }
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_services() {
+        assert_eq!(ServiceKind::parse("echo").unwrap(), ServiceKind::Echo);
+        assert_eq!(ServiceKind::parse("sink").unwrap(), ServiceKind::Sink);
+        assert_eq!(
+            ServiceKind::parse("attach:/tmp/x").unwrap(),
+            ServiceKind::Attach("/tmp/x".into())
+        );
+        assert_eq!(
+            ServiceKind::parse("attach:").unwrap_err().errno,
+            Errno::EINVAL
+        );
+        assert_eq!(ServiceKind::parse("http").unwrap_err().errno, Errno::EINVAL);
+        let long = format!("attach:/{}", "x".repeat(200));
+        assert!(ServiceKind::parse(&long)
+            .unwrap_err()
+            .message
+            .contains("at most 107"));
+    }
+
+    #[test]
+    fn attach_framing_round_trips() {
+        let mut b = Vec::new();
+        let src = (Ipv4Addr::new(10, 0, 0, 99), 40000);
+        let dst = (Ipv4Addr::new(10, 0, 0, 2), 7);
+        encode_attach(&mut b, src, dst, b"hi");
+        assert_eq!(b.len(), ATTACH_HEADER + 2);
+        assert_eq!(&b[..6], &[10, 0, 0, 99, 0x9c, 0x40]);
+        assert_eq!(decode_attach(&b), Some((src, dst, &b"hi"[..])));
+        assert_eq!(decode_attach(&b[..11]), None);
+    }
+}

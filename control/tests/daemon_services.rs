@@ -1,0 +1,267 @@
+//! The built-in services in process, frame for frame: the real runtime, one worker on a
+//! memory port whose transmitted frames are collected, and the service thread.
+
+mod daemon_util;
+
+use etherparse::{SlicedPacket, TransportSlice};
+use l3ns_control::runtime::Runtime;
+use l3ns_control::service::{ServiceStats, Services};
+use l3ns_dataplane::port::memory::{memory_pair, MemoryPort, MemoryWire, TxMode};
+use l3ns_dataplane::port::PortInfo;
+use l3ns_dataplane::types::{LoopbackMode, NsId, Scope, SocketId};
+use l3ns_dataplane::wire::{self, FrameAddrs, BROADCAST_MAC, DEFAULT_TTL};
+use l3ns_dataplane::worker::{Worker, WorkerConfig, WorkerPort};
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const OUR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x99];
+const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 99);
+const WEB1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+struct Net {
+    rt: Runtime,
+    worker: Worker<MemoryPort>,
+    wire: MemoryWire,
+    web1: NsId,
+    services: Services,
+}
+
+fn net() -> Net {
+    let mut rt = Runtime::new(Default::default(), 1, vec!["eth0".into()], 1024);
+    let dev = rt.add_device("eth0", OUR_MAC).unwrap();
+    let root = NsId::ROOT;
+    let web1 = rt
+        .apply("ns_add", |m| {
+            m.ns_add(root, "web1", None, LoopbackMode::Isolated)
+        })
+        .unwrap();
+    rt.apply("addr_add", |m| {
+        m.addr_add(root, "eth0", WEB1, 24, None, None, Scope::Global)
+            .map(|c| ((), c))
+    })
+    .unwrap();
+    rt.apply("addr_push", |m| {
+        m.addr_push(root, "eth0", WEB1, None, "web1")
+            .map(|c| ((), c))
+    })
+    .unwrap();
+    let (port, wire) = memory_pair(
+        PortInfo {
+            name: "eth0".into(),
+            mac: OUR_MAC,
+            max_frame: 1514,
+        },
+        1024,
+        TxMode::Collect,
+    );
+    let worker = Worker::new(
+        WorkerConfig::default(),
+        vec![WorkerPort {
+            port,
+            dev,
+            index: 0,
+        }],
+        rt.shared.clone(),
+        rt.stats.workers[0].clone(),
+    );
+    let mut n = Net {
+        rt,
+        worker,
+        wire,
+        web1,
+        services: Services::new(),
+    };
+    // The peer asks for web1's address: the worker learns its MAC (and answers).
+    let mut f = vec![0u8; 64];
+    let len = wire::build_arp_request(&mut f, PEER_MAC, PEER, WEB1).unwrap();
+    f.truncate(len);
+    n.inject(f);
+    n.frames(1, Duration::from_secs(5));
+    n
+}
+
+impl Net {
+    fn bind(&mut self, port: u16, service: &str) -> SocketId {
+        let (id, _) = self
+            .rt
+            .bind(self.web1, Ipv4Addr::UNSPECIFIED, port, service)
+            .unwrap();
+        self.services.start(&self.rt, id, service).unwrap();
+        id
+    }
+
+    fn inject(&mut self, frame: Vec<u8>) {
+        self.wire.inject(frame).unwrap();
+        self.worker.poll(Instant::now());
+    }
+
+    fn udp(&mut self, dst: Ipv4Addr, dst_mac: [u8; 6], port: u16, payload: &[u8]) {
+        let mut f = vec![0u8; 64 + payload.len()];
+        let addrs = FrameAddrs {
+            src_mac: PEER_MAC,
+            dst_mac,
+            src_ip: PEER,
+            dst_ip: dst,
+        };
+        let len = wire::build_udp(&mut f, &addrs, 40000, port, DEFAULT_TTL, payload).unwrap();
+        f.truncate(len);
+        self.inject(f);
+    }
+
+    /// Polls the worker (the services answer from their own thread) until `n` frames were
+    /// transmitted or `limit` passed.
+    fn frames(&mut self, n: usize, limit: Duration) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::new();
+        while out.len() < n && Instant::now() < deadline {
+            self.worker.poll(Instant::now());
+            out.extend(self.wire.collect());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        out
+    }
+}
+
+/// (src, sport, dst, dport, payload) of a UDP frame.
+fn udp_of(frame: &[u8]) -> Option<(Ipv4Addr, u16, Ipv4Addr, u16, Vec<u8>)> {
+    let p = SlicedPacket::from_ethernet(frame).ok()?;
+    let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+        return None;
+    };
+    let (s, d) = (ip.header().source_addr(), ip.header().destination_addr());
+    match p.transport? {
+        TransportSlice::Udp(u) => Some((
+            s,
+            u.source_port(),
+            d,
+            u.destination_port(),
+            u.payload().to_vec(),
+        )),
+        _ => None,
+    }
+}
+
+#[test]
+fn echo_answers_from_the_address_it_was_sent_to() {
+    let mut n = net();
+    n.bind(7, "echo");
+    n.udp(WEB1, OUR_MAC, 7, b"hello");
+    let f = n.frames(1, Duration::from_secs(10));
+    assert_eq!(
+        udp_of(&f[0]),
+        Some((WEB1, 7, PEER, 40000, b"hello".to_vec()))
+    );
+    assert_eq!(ServiceStats::get(&n.services.stats().echoed), 1);
+}
+
+#[test]
+fn echo_answers_a_broadcast_from_its_own_address() {
+    let mut n = net();
+    n.bind(7, "echo");
+    for dst in [Ipv4Addr::BROADCAST, Ipv4Addr::new(10, 0, 0, 255)] {
+        n.udp(dst, BROADCAST_MAC, 7, b"anyone?");
+        let f = n.frames(1, Duration::from_secs(10));
+        // Never from the broadcast address: R13 picks web1's own address.
+        assert_eq!(
+            udp_of(&f[0]),
+            Some((WEB1, 7, PEER, 40000, b"anyone?".to_vec())),
+            "to {dst}"
+        );
+    }
+}
+
+#[test]
+fn sink_counts_and_drops() {
+    let mut n = net();
+    n.bind(9, "sink");
+    for _ in 0..3 {
+        n.udp(WEB1, OUR_MAC, 9, b"x");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ServiceStats::get(&n.services.stats().sunk) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(ServiceStats::get(&n.services.stats().sunk), 3);
+    assert!(n.frames(1, Duration::from_millis(200)).is_empty());
+}
+
+#[test]
+fn attach_round_trips_through_the_python_client() {
+    let dir = daemon_util::TempDir::new("svc-attach");
+    let path = dir.path("a.sock");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/attach_client.py");
+    let mut client = daemon_util::Guard::spawn(Command::new("python3").args([
+        script,
+        "--path",
+        path.to_str().unwrap(),
+        "--count",
+        "2",
+        "--timeout",
+        "20",
+        "--prefix",
+        "re: ",
+    ]));
+    let mut out = BufReader::new(client.0.as_mut().unwrap().stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+
+    let mut n = net();
+    n.bind(5000, &format!("attach:{}", path.display()));
+    n.udp(WEB1, OUR_MAC, 5000, b"ping");
+    let f = n.frames(1, Duration::from_secs(10));
+    assert_eq!(
+        udp_of(&f[0]),
+        Some((WEB1, 5000, PEER, 40000, b"re: ping".to_vec()))
+    );
+    // A directed broadcast: the client answers "from" the broadcast address it saw; the
+    // service lets R13 pick web1's own address instead.
+    n.udp(Ipv4Addr::new(10, 0, 0, 255), BROADCAST_MAC, 5000, b"all");
+    let f = n.frames(1, Duration::from_secs(10));
+    assert_eq!(
+        udp_of(&f[0]),
+        Some((WEB1, 5000, PEER, 40000, b"re: all".to_vec()))
+    );
+    let mut seen = String::new();
+    out.read_line(&mut seen).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(
+        (v["src"].as_str(), v["dst"].as_str(), v["dst_port"].as_u64()),
+        (Some("10.0.0.99"), Some("10.0.0.2"), Some(5000))
+    );
+    let done = client.wait(Duration::from_secs(20));
+    assert!(done.status.success(), "{}", daemon_util::text(&done.stderr));
+    assert_eq!(ServiceStats::get(&n.services.stats().forwarded), 2);
+    assert_eq!(ServiceStats::get(&n.services.stats().returned), 2);
+}
+
+#[test]
+fn attach_without_a_process_drops_and_counts() {
+    let dir = daemon_util::TempDir::new("svc-noattach");
+    let mut n = net();
+    n.bind(
+        5000,
+        &format!("attach:{}", dir.path("nobody.sock").display()),
+    );
+    n.udp(WEB1, OUR_MAC, 5000, b"lost");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ServiceStats::get(&n.services.stats().attach_dropped) < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(ServiceStats::get(&n.services.stats().attach_dropped), 1);
+}
+
+#[test]
+fn stopped_services_no_longer_answer() {
+    let mut n = net();
+    let id = n.bind(7, "echo");
+    n.rt.close(n.web1, id).unwrap();
+    n.services.stop(id);
+    n.udp(WEB1, OUR_MAC, 7, b"anyone?");
+    // No socket any more: only the ICMP port unreachable leaves, no UDP echo.
+    let f = n.frames(1, Duration::from_secs(5));
+    assert!(f.iter().all(|f| udp_of(f).is_none()), "{f:?}");
+}
