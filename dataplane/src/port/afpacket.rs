@@ -47,6 +47,8 @@ const TPACKET_ALIGNMENT: usize = 16;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+/// The L4 checksum is partial (`CHECKSUM_PARTIAL`, e.g. from a local socket over veth).
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 const TP_STATUS_AVAILABLE: u32 = 0;
 const TP_STATUS_SEND_REQUEST: u32 = 1;
 const TP_STATUS_WRONG_FORMAT: u32 = 1 << 2;
@@ -312,6 +314,9 @@ fn page_size() -> usize {
 /// Frames this port dropped or could not send, counted without system calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AfPacketCounters {
+    /// Received UDP frames whose checksum the sender left partial (`TP_STATUS_CSUMNOTREADY`,
+    /// local traffic over veth): completed in place before parsing.
+    pub rx_csum_completed: u64,
     /// Received frames longer than what the kernel could put in a block (cut short): dropped.
     pub rx_truncated: u64,
     /// Received frames that carried an 802.1Q tag (stripped by the kernel): dropped.
@@ -846,8 +851,14 @@ impl Port for AfPacketPort {
                 self.counters.rx_truncated += 1;
             } else {
                 // SAFETY: `mac..mac + snaplen` lies inside the block (checked above), which the
-                // kernel does not touch until we give it back after this callback returns.
-                let frame = unsafe { std::slice::from_raw_parts(block.add(mac), snaplen) };
+                // kernel does not touch until we give it back after this callback returns, and
+                // the ring is mapped read-write; no other reference to these bytes exists.
+                let frame = unsafe { std::slice::from_raw_parts_mut(block.add(mac), snaplen) };
+                if hdr.tp_status & TP_STATUS_CSUMNOTREADY != 0
+                    && crate::wire::complete_partial_udp_checksum(frame)
+                {
+                    self.counters.rx_csum_completed += 1;
+                }
                 on_frame(frame);
                 received += 1;
             }

@@ -146,3 +146,70 @@ mod tests {
         }
     }
 }
+
+/// Completes the UDP checksum of an Ethernet/IPv4/UDP frame whose sender left it partial
+/// (Linux `CHECKSUM_PARTIAL`: frames from local sockets over veth or tap carry only the
+/// pseudo-header sum, and AF_PACKET flags them `TP_STATUS_CSUMNOTREADY`). Returns whether it
+/// wrote a checksum; anything that is not a well-formed UDP/IPv4 frame is left untouched for
+/// the parser to judge.
+pub fn complete_partial_udp_checksum(frame: &mut [u8]) -> bool {
+    if frame.len() < ethernet::HEADER_LEN
+        || frame[12..14] != ethernet::ethertype::IPV4.to_be_bytes()
+    {
+        return false;
+    }
+    let l3 = &mut frame[ethernet::HEADER_LEN..];
+    let Ok(ip) = Ipv4Packet::new_checked(&*l3) else {
+        return false;
+    };
+    if ip.protocol() != ipv4::protocol::UDP || ip.is_fragment() {
+        return false;
+    }
+    let (src, dst, hl, total) = (
+        ip.src_addr(),
+        ip.dst_addr(),
+        ip.header_len(),
+        usize::from(ip.total_len()),
+    );
+    let Some(seg) = l3.get_mut(hl..total) else {
+        return false;
+    };
+    let Ok(mut udp) = UdpPacket::new_checked(seg) else {
+        return false;
+    };
+    udp.fill_checksum(src, dst);
+    true
+}
+
+#[cfg(test)]
+mod partial_checksum_tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn test_partial_udp_checksum_is_completed() {
+        let addrs = FrameAddrs {
+            src_mac: [2; 6],
+            dst_mac: [4; 6],
+            src_ip: Ipv4Addr::new(10, 0, 0, 1),
+            dst_ip: Ipv4Addr::new(10, 0, 0, 2),
+        };
+        let mut buf = [0u8; 128];
+        let n = build_udp(&mut buf, &addrs, 1, 2, 64, b"payload").unwrap();
+        let good = buf[..n].to_vec();
+        // What CHECKSUM_PARTIAL leaves: some other value in the field.
+        buf[40] = 0x12;
+        buf[41] = 0x34;
+        assert_eq!(
+            parse_frame(&buf[..n]).unwrap_err(),
+            DropReason::BadUdpChecksum
+        );
+        assert!(complete_partial_udp_checksum(&mut buf[..n]));
+        assert_eq!(&buf[..n], &good[..]);
+        assert!(parse_frame(&buf[..n]).is_ok());
+        // Not UDP/IPv4: untouched.
+        let mut arp = [0u8; 42];
+        assert!(!complete_partial_udp_checksum(&mut arp));
+        assert!(!complete_partial_udp_checksum(&mut buf[..20]));
+    }
+}
