@@ -41,7 +41,9 @@ impl Runtime {
         let swap = Arc::new(ArcSwap::from_pointee(OwnerTable::new()));
         let shared = Shared::new(swap.clone(), workers, 65_536);
         let stats = Stats::new(workers, port_names);
+        let start = std::time::Instant::now();
         let publisher = Publisher::new(&model, swap);
+        let first_publish = start.elapsed();
         let control_ns = stats.control.writer();
         let mut rt = Runtime {
             model,
@@ -54,11 +56,13 @@ impl Runtime {
             ops: BTreeMap::new(),
             metrics: ControlMetrics::new(),
         };
+        rt.metrics.published(first_publish);
         let ids: Vec<SocketId> = rt.model.sockets().map(|s| s.binding.id).collect();
         let attach: Vec<_> = ids.into_iter().map(|id| (id, rt.new_queue(id))).collect();
         if !attach.is_empty() {
             rt.publisher
                 .publish(&rt.model, &Changes::default(), &attach);
+            rt.metrics.published(rt.publisher.last_publish);
         }
         rt
     }
@@ -180,8 +184,18 @@ impl Runtime {
     /// R7: binds a socket that delivers into an existing queue shared with other sockets —
     /// how one service thread serves many sockets and drains them with one hand-off per
     /// burst. The queue's bound then applies to the group.
-    pub fn bind_shared(&mut self, caller: NsId, addr: Ipv4Addr, port: u16, service: &str, queue: Arc<SocketQueue>) -> Result<SocketId> {
-        match self.model.sock_bind(caller, Proto::Udp, addr, port, service) {
+    pub fn bind_shared(
+        &mut self,
+        caller: NsId,
+        addr: Ipv4Addr,
+        port: u16,
+        service: &str,
+        queue: Arc<SocketQueue>,
+    ) -> Result<SocketId> {
+        match self
+            .model
+            .sock_bind(caller, Proto::Udp, addr, port, service)
+        {
             Ok((id, changes)) => {
                 self.count("sock_bind", true);
                 self.queues.insert(id, queue.clone());

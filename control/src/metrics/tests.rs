@@ -473,8 +473,8 @@ fn metrics_runtime_counts_operations_and_publishes() {
         1.0
     );
     assert_eq!(
-        s["l3ns_snapshot_publish_seconds_count"], 2.0,
-        "dev_add and the first ns_add published"
+        s["l3ns_snapshot_publish_seconds_count"], 3.0,
+        "the start-up build, dev_add and the first ns_add published"
     );
     assert_eq!(s["l3ns_snapshot_version"], rt.version() as f64);
     assert_eq!(
