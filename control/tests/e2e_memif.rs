@@ -1,0 +1,232 @@
+//! DPDK between two processes (issue 5): `l3nsd` on the server side of a `net_memif` link,
+//! `dpdk-testpmd` generating UDP on the client side; packets are delivered and counted. The
+//! frames never touch a kernel network: memif is shared memory between the two processes.
+//! Needs root (hugepages for memif's shared regions) and the `dpdk` feature.
+#![cfg(feature = "dpdk")]
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const L3NSD: &str = env!("CARGO_BIN_EXE_l3nsd");
+const L3NSCTL: &str = env!("CARGO_BIN_EXE_l3nsctl");
+const HUGEPAGES: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+struct Guard {
+    dir: PathBuf,
+    daemon: Option<Child>,
+    hugepages_before: Option<String>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        if let Some(n) = &self.hugepages_before {
+            let _ = std::fs::write(HUGEPAGES, n);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn ctl(control: &std::path::Path, args: &[&str]) -> Value {
+    let o = Command::new(L3NSCTL)
+        .arg("--control")
+        .arg(control)
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "l3nsctl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice::<Value>(&o.stdout).unwrap()["ok"].clone()
+}
+
+#[test]
+fn l3nsd_on_memif_receives_from_testpmd_in_another_process() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    if !root {
+        eprintln!("skipped: needs root (reserves hugepages for memif's shared memory)");
+        return;
+    }
+    if Command::new("dpdk-testpmd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        panic!("dpdk-testpmd is missing: install Debian's dpdk package (scripts/test.sh does)");
+    }
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("l3ns-memif-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let before = std::fs::read_to_string(HUGEPAGES)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let mut g = Guard {
+        dir: dir.clone(),
+        daemon: None,
+        hugepages_before: None,
+    };
+    if before.parse::<u32>().unwrap_or(0) < 768 {
+        std::fs::write(HUGEPAGES, "768").unwrap();
+        g.hugepages_before = Some(before);
+    }
+    let sock = dir.join("memif.sock");
+    let control = dir.join("ctl.sock");
+    let config = format!(
+        r#"
+[dataplane]
+workers = [0]
+idle_sleep_us = 0
+eal_args = ["--in-memory", "-m", "256", "--no-pci", "--file-prefix", "l3ns-memif-{pid}", "-l", "0", "--log-level", "lib.eal:error"]
+
+[[port]]
+name = "memif0"
+backend = "dpdk"
+dpdk_args = "net_memif{pid},role=server,socket={sock},mac=02:00:00:00:0a:01"
+
+[[namespace]]
+name = "web1"
+
+[[address]]
+address = "10.97.0.1/24"
+dev = "memif0"
+
+[[address]]
+address = "10.97.0.2/24"
+dev = "memif0"
+assign_to = "web1"
+
+[[socket]]
+namespace = "web1"
+bind = "0.0.0.0:9"
+service = "sink"
+
+[control]
+socket = "{control}"
+
+[metrics]
+listen = "off"
+"#,
+        sock = sock.display(),
+        control = control.display()
+    );
+    std::fs::write(dir.join("l3nsd.toml"), config).unwrap();
+    let log = std::fs::File::create(dir.join("l3nsd.log")).unwrap();
+    g.daemon = Some(
+        Command::new(L3NSD)
+            .arg("--config")
+            .arg(dir.join("l3nsd.toml"))
+            .arg("--quiet")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !Command::new(L3NSCTL)
+        .arg("--control")
+        .arg(&control)
+        .arg("status")
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "l3nsd did not start: {}",
+            std::fs::read_to_string(dir.join("l3nsd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // testpmd as the client side, generating UDP to web1:9 for a bounded time.
+    let out = Command::new("timeout")
+        .args([
+            "-s",
+            "INT",
+            "4",
+            "dpdk-testpmd",
+            "--in-memory",
+            "-m",
+            "512",
+            "--no-pci",
+            "--file-prefix",
+            &format!("l3ns-tp-{pid}"),
+            "-l",
+            "0-1",
+        ])
+        .arg("--vdev")
+        .arg(format!("net_memif0,role=client,socket={}", sock.display()))
+        .args([
+            "--",
+            "--forward-mode=txonly",
+            "--total-num-mbufs=16384",
+            "--tx-ip=10.97.0.99,10.97.0.2",
+            "--tx-udp=1234,9",
+            "--eth-peer=0,02:00:00:00:0a:01",
+            "--no-lsc-interrupt",
+            "--stats-period=1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let sent: u64 = text
+        .lines()
+        .filter(|l| l.contains("TX-packets:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .max()
+        .unwrap_or_else(|| {
+            panic!(
+                "no testpmd TX counts: {text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(sent > 1000, "testpmd sent only {sent}");
+    // The daemon survives the client's disconnect and counts every frame it took.
+    assert!(
+        g.daemon.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "l3nsd died when testpmd left"
+    );
+    let stats = ctl(&control, &["stats"]);
+    let port_rx = stats["ports"][0]["rx_packets"].as_u64().unwrap();
+    let web1 = stats["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["namespace"] == "web1")
+        .unwrap()
+        .clone();
+    let n = |k: &str| web1[k].as_u64().unwrap();
+    assert!(
+        port_rx > 1000 && port_rx <= sent,
+        "received {port_rx} of {sent}"
+    );
+    assert_eq!(n("rx_packets"), port_rx, "every frame classified to web1");
+    assert_eq!(
+        n("delivered") + n("dropped_queue_full") + n("dropped_no_socket"),
+        port_rx,
+        "delivered or counted"
+    );
+    assert!(n("delivered") > 0);
+    eprintln!(
+        "testpmd sent {sent}, l3nsd received {port_rx}, delivered {}, queue_full {}",
+        n("delivered"),
+        n("dropped_queue_full")
+    );
+}
