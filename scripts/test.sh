@@ -29,6 +29,8 @@ else
 fi
 
 cargo clippy --workspace --all-targets "${features[@]}" -- -D warnings
+# Generator scripts that cannot run here (Pktgen-DPDK Lua, kernel pktgen) are at least parsed.
+bash pktgen-scripts/check.sh
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace "${features[@]}" --no-fail-fast
 else
