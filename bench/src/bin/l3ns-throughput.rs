@@ -92,20 +92,39 @@ fn setup(args: &Args) -> Setup {
     let mut names = Vec::new();
     for ns in 0..args.namespaces {
         let name = format!("t{ns}");
-        let id = rt.apply("ns_add", |m| m.ns_add(root, &name, None, LoopbackMode::Isolated)).unwrap();
+        let id = rt
+            .apply("ns_add", |m| {
+                m.ns_add(root, &name, None, LoopbackMode::Isolated)
+            })
+            .unwrap();
         for k in 0..args.addrs_per_ns {
             let a = addr_of(ns, k);
-            rt.apply("addr_add", |m| m.addr_add(root, "mem0", a, 8, None, None, Scope::Global).map(|c| ((), c))).unwrap();
-            rt.apply("addr_push", |m| m.addr_push(root, "mem0", a, None, &name).map(|c| ((), c))).unwrap();
+            rt.apply("addr_add", |m| {
+                m.addr_add(root, "mem0", a, 8, None, None, Scope::Global)
+                    .map(|c| ((), c))
+            })
+            .unwrap();
+            rt.apply("addr_push", |m| {
+                m.addr_push(root, "mem0", a, None, &name).map(|c| ((), c))
+            })
+            .unwrap();
             owned.push(a);
         }
-        rt.bind_shared(id, Ipv4Addr::UNSPECIFIED, 9, "app", shared_q.clone()).unwrap();
+        rt.bind_shared(id, Ipv4Addr::UNSPECIFIED, 9, "app", shared_q.clone())
+            .unwrap();
         if ns < 100 {
-            rt.bind_shared(id, Ipv4Addr::UNSPECIFIED, 67, "app", shared_q.clone()).unwrap();
+            rt.bind_shared(id, Ipv4Addr::UNSPECIFIED, 67, "app", shared_q.clone())
+                .unwrap();
         }
         names.push(name);
     }
-    Setup { rt, dev, owned, queues, names }
+    Setup {
+        rt,
+        dev,
+        owned,
+        queues,
+        names,
+    }
 }
 
 fn frames(owned: &[Ipv4Addr], broadcast_share: f64, n: usize) -> Vec<Vec<u8>> {
@@ -118,7 +137,12 @@ fn frames(owned: &[Ipv4Addr], broadcast_share: f64, n: usize) -> Vec<Vec<u8>> {
                 (owned[rng.gen_range(0..owned.len())], 9)
             };
             let dst_mac = if dst.is_broadcast() { [0xff; 6] } else { MAC };
-            let addrs = FrameAddrs { src_mac: [2, 0, 0, 0, 0, 9], dst_mac, src_ip: Ipv4Addr::new(192, 0, 2, 1), dst_ip: dst };
+            let addrs = FrameAddrs {
+                src_mac: [2, 0, 0, 0, 0, 9],
+                dst_mac,
+                src_ip: Ipv4Addr::new(192, 0, 2, 1),
+                dst_ip: dst,
+            };
             let mut buf = vec![0u8; 64];
             // 14 + 20 + 8 + 18 = 60 bytes: a minimum Ethernet frame without FCS.
             let len = build_udp(&mut buf, &addrs, 1234, port, 64, &[0xab; 18]).unwrap();
@@ -129,12 +153,24 @@ fn frames(owned: &[Ipv4Addr], broadcast_share: f64, n: usize) -> Vec<Vec<u8>> {
 }
 
 fn port(frames: Vec<Vec<u8>>) -> MemoryPort {
-    let (p, _wire) = memory_pair(PortInfo { name: "mem0".into(), mac: MAC, max_frame: 1514 }, 64, TxMode::Discard);
+    let (p, _wire) = memory_pair(
+        PortInfo {
+            name: "mem0".into(),
+            mac: MAC,
+            max_frame: 1514,
+        },
+        64,
+        TxMode::Discard,
+    );
     p.with_generator(Generator::new(frames, Pace::Unlimited, None))
 }
 
 /// Drains every queue batch by batch until `stop`; returns datagrams taken.
-fn consumer(queues: Vec<Arc<SocketQueue>>, stop: Arc<AtomicBool>, core: usize) -> std::thread::JoinHandle<u64> {
+fn consumer(
+    queues: Vec<Arc<SocketQueue>>,
+    stop: Arc<AtomicBool>,
+    core: usize,
+) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         core_affinity::set_for_current(core_affinity::CoreId { id: core });
         let mut n = 0u64;
@@ -166,12 +202,27 @@ fn ns_totals(rt: &Runtime, ids: impl Iterator<Item = NsId>) -> (u64, u64) {
     (delivered, dropped)
 }
 
-fn run_worker(s: &mut Setup, args: &Args, name: &str, frames: Vec<Vec<u8>>, churn: bool) -> Scenario {
+fn run_worker(
+    s: &mut Setup,
+    args: &Args,
+    name: &str,
+    frames: Vec<Vec<u8>>,
+    churn: bool,
+) -> Scenario {
     let ids: Vec<NsId> = (0..=args.namespaces as u32).map(NsId).collect();
     let (d0, x0) = ns_totals(&s.rt, ids.iter().copied());
     let stop = Arc::new(AtomicBool::new(false));
     let cons = consumer(s.queues.clone(), stop.clone(), args.core + 1);
-    let mut worker = Worker::new(WorkerConfig::default(), vec![WorkerPort { port: port(frames), dev: s.dev, index: 0 }], s.rt.shared.clone(), s.rt.stats.workers[0].clone());
+    let mut worker = Worker::new(
+        WorkerConfig::default(),
+        vec![WorkerPort {
+            port: port(frames),
+            dev: s.dev,
+            index: 0,
+        }],
+        s.rt.shared.clone(),
+        s.rt.stats.workers[0].clone(),
+    );
     let secs = args.seconds;
     let core = args.core;
     let running = Arc::new(AtomicBool::new(true));
@@ -208,8 +259,14 @@ fn run_worker(s: &mut Setup, args: &Args, name: &str, frames: Vec<Vec<u8>>, chur
             let a = s.owned[i];
             let to = (owners[i] + 1) % args.namespaces;
             let (from, to_name) = (&s.names[owners[i]], &s.names[to]);
-            s.rt.apply("addr_pull", |m| m.addr_pull(root, "mem0", a, None, from).map(|c| ((), c))).unwrap();
-            s.rt.apply("addr_push", |m| m.addr_push(root, "mem0", a, None, to_name).map(|c| ((), c))).unwrap();
+            s.rt.apply("addr_pull", |m| {
+                m.addr_pull(root, "mem0", a, None, from).map(|c| ((), c))
+            })
+            .unwrap();
+            s.rt.apply("addr_push", |m| {
+                m.addr_push(root, "mem0", a, None, to_name).map(|c| ((), c))
+            })
+            .unwrap();
             owners[i] = to;
             changes += 2;
             k += 1;
@@ -252,7 +309,17 @@ fn ceiling(args: &Args, frames: Vec<Vec<u8>>) -> Scenario {
     })
     .join()
     .unwrap();
-    Scenario { name: "ceiling (rx + free only)".into(), packets: n, seconds: elapsed, mpps: n as f64 / elapsed / 1e6, ns_per_packet: elapsed * 1e9 / n as f64, deliveries: 0, deliveries_per_second: 0.0, dropped: 0, changes_applied: 0 }
+    Scenario {
+        name: "ceiling (rx + free only)".into(),
+        packets: n,
+        seconds: elapsed,
+        mpps: n as f64 / elapsed / 1e6,
+        ns_per_packet: elapsed * 1e9 / n as f64,
+        deliveries: 0,
+        deliveries_per_second: 0.0,
+        dropped: 0,
+        changes_applied: 0,
+    }
 }
 
 fn main() {
@@ -265,8 +332,20 @@ fn main() {
     let results = vec![
         ceiling(&args, unicast.clone()),
         run_worker(&mut s, &args, "unicast", unicast.clone(), false),
-        run_worker(&mut s, &args, "broadcast_mix (5% to 100 listeners)", mix, false),
-        run_worker(&mut s, &args, &format!("unicast + churn ({}/s)", args.churn_rate), unicast, true),
+        run_worker(
+            &mut s,
+            &args,
+            "broadcast_mix (5% to 100 listeners)",
+            mix,
+            false,
+        ),
+        run_worker(
+            &mut s,
+            &args,
+            &format!("unicast + churn ({}/s)", args.churn_rate),
+            unicast,
+            true,
+        ),
     ];
     let unicast_mpps = results[1].mpps;
     let churn_drop = 1.0 - results[3].mpps / unicast_mpps;
@@ -283,10 +362,20 @@ fn main() {
         return;
     }
     println!("{} namespaces x {} addresses ({} addresses), setup {:.1} s, {} s per scenario, one worker core", args.namespaces, args.addrs_per_ns, s.owned.len(), setup_s, args.seconds);
-    println!("{:<40} {:>10} {:>8} {:>14} {:>10} {:>9}", "scenario", "Mpps", "ns/pkt", "deliveries/s", "dropped", "changes");
+    println!(
+        "{:<40} {:>10} {:>8} {:>14} {:>10} {:>9}",
+        "scenario", "Mpps", "ns/pkt", "deliveries/s", "dropped", "changes"
+    );
     for r in &results {
-        println!("{:<40} {:>10.2} {:>8.1} {:>14.0} {:>10} {:>9}", r.name, r.mpps, r.ns_per_packet, r.deliveries_per_second, r.dropped, r.changes_applied);
+        println!(
+            "{:<40} {:>10.2} {:>8.1} {:>14.0} {:>10} {:>9}",
+            r.name, r.mpps, r.ns_per_packet, r.deliveries_per_second, r.dropped, r.changes_applied
+        );
     }
-    println!("unicast / ceiling = {:.2}; throughput drop under churn = {:.1}%", unicast_mpps / results[0].mpps, churn_drop * 100.0);
+    println!(
+        "unicast / ceiling = {:.2}; throughput drop under churn = {:.1}%",
+        unicast_mpps / results[0].mpps,
+        churn_drop * 100.0
+    );
     let _ = Duration::ZERO;
 }

@@ -133,12 +133,20 @@ impl Family {
         }
     }
 
-    #[inline]
+    /// The hot path stays small enough to inline into the worker; the same address on
+    /// several devices is the cold case.
+    #[inline(always)]
     fn lookup(&self, dev: DevId, dst: u32) -> Option<AddrEntry> {
         let e = self.unicast.get(dst)?;
         if !e.multi {
             return Some(e);
         }
+        self.lookup_dup(dev, dst)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lookup_dup(&self, dev: DevId, dst: u32) -> Option<AddrEntry> {
         let all = self.dups.get(&dst)?;
         all.iter().find(|x| x.dev == dev.0).or(all.first()).copied()
     }
@@ -284,7 +292,7 @@ impl OwnerTable {
     }
 
     /// R8 with a family already resolved once per burst: the hot-path form.
-    #[inline]
+    #[inline(always)]
     pub fn owner_in(family: &Family, dev: DevId, dst: Ipv4Addr) -> Option<NsId> {
         family.lookup(dev, u32::from(dst)).map(|e| e.owner())
     }
@@ -300,7 +308,7 @@ impl OwnerTable {
     }
 
     /// R8/R10 classification of a destination received on `dev`.
-    #[inline]
+    #[inline(always)]
     pub fn classify(family: &Family, dev: DevId, dst: Ipv4Addr) -> Dest {
         let d = u32::from(dst);
         if d == u32::MAX {
