@@ -42,6 +42,9 @@ struct Args {
     /// Push/pull changes per second in the churn scenario.
     #[arg(long, default_value_t = 10_000)]
     churn_rate: u64,
+    /// Milliseconds between two scrapes in the scrape scenario.
+    #[arg(long, default_value_t = 100)]
+    scrape_ms: u64,
     /// Core for the worker (the consumer takes the next one).
     #[arg(long, default_value_t = 0)]
     core: usize,
@@ -202,13 +205,24 @@ fn ns_totals(rt: &Runtime, ids: impl Iterator<Item = NsId>) -> (u64, u64) {
     (delivered, dropped)
 }
 
+/// What runs beside the worker in a scenario.
+#[derive(Copy, Clone, PartialEq)]
+enum Beside {
+    Nothing,
+    /// Push/pull changes at `--churn-rate`.
+    Churn,
+    /// A Prometheus scrape (full render of every series) every `--scrape-ms`.
+    Scrape,
+}
+
 fn run_worker(
     s: &mut Setup,
     args: &Args,
     name: &str,
     frames: Vec<Vec<u8>>,
-    churn: bool,
+    beside: Beside,
 ) -> Scenario {
+    let churn = beside == Beside::Churn;
     let ids: Vec<NsId> = (0..=args.namespaces as u32).map(NsId).collect();
     let (d0, x0) = ns_totals(&s.rt, ids.iter().copied());
     let stop = Arc::new(AtomicBool::new(false));
@@ -244,6 +258,19 @@ fn run_worker(
         t0.elapsed().as_secs_f64()
     });
     let mut changes = 0u64;
+    if beside == Beside::Scrape {
+        let source = l3ns_control::metrics::MetricsSource::from_runtime(&s.rt);
+        let every = Duration::from_millis(args.scrape_ms);
+        let mut next = Instant::now();
+        while running.load(Ordering::Acquire) {
+            if Instant::now() >= next {
+                black_box(source.render().len());
+                changes += 1;
+                next += every;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
     if churn {
         // Pull one address and push it to the next namespace, paced to `churn_rate` changes/s.
         let root = NsId::ROOT;
@@ -331,24 +358,41 @@ fn main() {
     let mix = frames(&s.owned, 0.05, 16_384);
     let results = vec![
         ceiling(&args, unicast.clone()),
-        run_worker(&mut s, &args, "unicast", unicast.clone(), false),
+        run_worker(&mut s, &args, "unicast", unicast.clone(), Beside::Nothing),
         run_worker(
             &mut s,
             &args,
             "broadcast_mix (5% to 100 listeners)",
             mix,
-            false,
+            Beside::Nothing,
         ),
         run_worker(
             &mut s,
             &args,
             &format!("unicast + churn ({}/s)", args.churn_rate),
+            unicast.clone(),
+            Beside::Churn,
+        ),
+        run_worker(
+            &mut s,
+            &args,
+            &format!("unicast + scrape every {} ms", args.scrape_ms),
+            unicast.clone(),
+            Beside::Scrape,
+        ),
+        run_worker(
+            &mut s,
+            &args,
+            "unicast (again, after the others)",
             unicast,
-            true,
+            Beside::Nothing,
         ),
     ];
     let unicast_mpps = results[1].mpps;
     let churn_drop = 1.0 - results[3].mpps / unicast_mpps;
+    // The scrape scenario is compared with the mean of the unicast runs before and after it.
+    let plain = (results[1].mpps + results[5].mpps) / 2.0;
+    let scrape_drop = 1.0 - results[4].mpps / plain;
     if args.json {
         let out = serde_json::json!({
             "namespaces": args.namespaces,
@@ -357,6 +401,7 @@ fn main() {
             "scenarios": results,
             "unicast_vs_ceiling": unicast_mpps / results[0].mpps,
             "churn_throughput_drop": churn_drop,
+            "scrape_throughput_drop": scrape_drop,
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
