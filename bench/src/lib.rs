@@ -10,7 +10,7 @@ pub mod owner_table {
     use arc_swap::ArcSwap;
     use l3ns_dataplane::owner_table::{AddrEntry, NsView, OwnerTable};
     use l3ns_dataplane::rules;
-    use l3ns_dataplane::types::{DevId, Device, IfAddr, Level, LoopbackMode, NsId, Scope};
+    use l3ns_dataplane::types::{DevId, Device, IfAddr, NsId, Scope};
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
     use std::collections::HashSet;
@@ -146,20 +146,7 @@ pub mod owner_table {
     }
 
     fn view(id: NsId, name: String, parent: Option<NsId>, ifaddrs: Vec<IfAddr>) -> NsView {
-        NsView {
-            id,
-            name: name.into(),
-            level: if parent.is_some() {
-                Level::L3
-            } else {
-                Level::L2
-            },
-            parent,
-            family: ROOT,
-            loopback: LoopbackMode::Isolated,
-            ifaddrs,
-            bindings: Vec::new(),
-        }
+        NsView::in_root_family(id, &name, parent, ifaddrs, &[])
     }
 
     /// One `addr push`: `local` moves from namespace `from` to `to`. Clones `cur`, applies

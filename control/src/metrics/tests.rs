@@ -4,7 +4,7 @@ use arc_swap::ArcSwap;
 use l3ns_dataplane::counters::NsDrop;
 use l3ns_dataplane::owner_table::NsView;
 use l3ns_dataplane::socket::{Batch, DgramMeta, SocketQueue};
-use l3ns_dataplane::types::{Binding, DevId, LoopbackMode, NsId, Proto, SocketId};
+use l3ns_dataplane::types::{DevId, LoopbackMode, NsId, SocketId};
 use l3ns_dataplane::wire::DropReason;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -13,29 +13,11 @@ const WEB1: NsId = NsId(1);
 const WEB2: NsId = NsId(2);
 
 fn view(id: NsId, name: &str, parent: Option<NsId>, bindings: &[(u32, [u8; 4], u16)]) -> NsView {
-    NsView {
-        id,
-        name: name.into(),
-        level: if parent.is_some() {
-            Level::L3
-        } else {
-            Level::L2
-        },
-        parent,
-        family: NsId::ROOT,
-        loopback: LoopbackMode::Isolated,
-        ifaddrs: Vec::new(),
-        bindings: bindings
-            .iter()
-            .map(|&(sid, a, port)| Binding {
-                id: SocketId(sid),
-                ns: id,
-                proto: Proto::Udp,
-                addr: a.into(),
-                port,
-            })
-            .collect(),
-    }
+    let b: Vec<_> = bindings
+        .iter()
+        .map(|&(sid, a, port)| (sid, a.into(), port))
+        .collect();
+    NsView::in_root_family(id, name, parent, Vec::new(), &b)
 }
 
 /// root (no sockets), web1 (socket 3 on 0.0.0.0:7, queue depth 4), web2 (socket 6 on

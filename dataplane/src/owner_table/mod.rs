@@ -65,6 +65,40 @@ pub struct NsView {
 }
 
 impl NsView {
+    /// A view in the root family: an L2 namespace when `parent` is `None`, else an L3 child;
+    /// isolated loopback. For tests and benchmarks that build snapshots by hand.
+    pub fn in_root_family(
+        id: NsId,
+        name: &str,
+        parent: Option<NsId>,
+        ifaddrs: Vec<IfAddr>,
+        bindings: &[(u32, Ipv4Addr, u16)],
+    ) -> NsView {
+        NsView {
+            id,
+            name: name.into(),
+            level: if parent.is_some() {
+                Level::L3
+            } else {
+                Level::L2
+            },
+            parent,
+            family: NsId::ROOT,
+            loopback: LoopbackMode::Isolated,
+            ifaddrs,
+            bindings: bindings
+                .iter()
+                .map(|&(sid, addr, port)| Binding {
+                    id: SocketId(sid),
+                    ns: id,
+                    proto: Proto::Udp,
+                    addr,
+                    port,
+                })
+                .collect(),
+        }
+    }
+
     /// Sorts bindings into the order lookups rely on.
     pub fn normalize(&mut self) {
         self.bindings
@@ -624,29 +658,11 @@ mod tests {
         ifaddrs: Vec<IfAddr>,
         bindings: Vec<(u32, [u8; 4], u16)>,
     ) -> NsView {
-        NsView {
-            id,
-            name: name.into(),
-            level: if parent.is_some() {
-                Level::L3
-            } else {
-                Level::L2
-            },
-            parent,
-            family: ROOT,
-            loopback: LoopbackMode::Isolated,
-            ifaddrs,
-            bindings: bindings
-                .into_iter()
-                .map(|(sid, a, port)| Binding {
-                    id: SocketId(sid),
-                    ns: id,
-                    proto: Proto::Udp,
-                    addr: ip(a),
-                    port,
-                })
-                .collect(),
-        }
+        let b: Vec<_> = bindings
+            .into_iter()
+            .map(|(sid, a, port)| (sid, ip(a), port))
+            .collect();
+        NsView::in_root_family(id, name, parent, ifaddrs, &b)
     }
 
     /// root owns 10.0.0.1/24, web1 owns 10.0.0.2/24 and 10.1.0.1/16, web2 owns 10.0.0.3/24.
