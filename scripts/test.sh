@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_pkgs=(pkg-config dpdk dpdk-dev libdpdk-dev iproute2 iputils-ping python3 python3-scapy prometheus lua5.4 shellcheck tcpdump)
+need_pkgs=(pkg-config dpdk dpdk-dev libdpdk-dev iproute2 iputils-ping ethtool python3 python3-scapy prometheus lua5.4 shellcheck)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
