@@ -1,0 +1,337 @@
+#!/usr/bin/python3
+"""Comparison 3: l3nsd vs dpdk-testpmd as the receiving side of the same net_memif link.
+
+Client (both cases): `dpdk-testpmd --forward-mode=txonly` on the memif client side, its
+forwarding lcore on core 1 (main lcore 0), UDP 64-byte frames to 10.95.0.2:9, bounded with
+`timeout -s INT`.
+Server, alternately:
+- `l3nsd`: one worker on core 0 (EAL -l 0), memif server, 10.95.0.2 owned by namespace web1
+  with a sink socket on 0.0.0.0:9; received = `l3nsctl --json stats` ports[0].rx_packets;
+- `dpdk-testpmd --forward-mode=rxonly` (receive and free): forwarding lcore on core 0
+  (main lcore 1); received = its RX-packets (stats printed every second).
+Received packets per second = slope of the cumulative count over the same window (client
+start + --skip seconds … client end - 1 s), sampled every second with the script's clock.
+Needs root (hugepages). Writes bench/results/memif.json.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
+
+# l3nsd must be built with --features dpdk: $L3NS_DPDK_BIN_DIR (default /tmp/tgt-dpdk/release).
+DPDK_BIN = os.environ.get("L3NS_DPDK_BIN_DIR", "/tmp/tgt-dpdk/release")
+HUGEPAGES = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+SERVER_MAC = "02:00:00:00:5f:01"
+children = []
+
+
+def kill_children():
+    for p in children:
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGINT)
+                p.wait(timeout=3)
+            except Exception:
+                p.kill()
+                p.wait()
+
+
+def client(sock, prefix, seconds, log):
+    cmd = ["timeout", "-s", "INT", "-k", "5", str(seconds), "stdbuf", "-oL", "dpdk-testpmd",
+           "--in-memory", "-m", "512", "--no-pci", "--file-prefix", prefix,
+           "-l", "0,1", "--main-lcore", "0", "--log-level", "lib.eal:error",
+           "--vdev", f"net_memif0,role=client,socket={sock}", "--",
+           "--forward-mode=txonly", "--total-num-mbufs=16384",
+           "--tx-ip=10.95.0.99,10.95.0.2", "--tx-udp=1234,9",
+           f"--eth-peer=0,{SERVER_MAC}", "--no-lsc-interrupt", "--stats-period=1"]
+    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    children.append(p)
+    return p
+
+
+def parse_testpmd_counts(path, key):
+    """Cumulative `key` values (e.g. TX-packets) printed by testpmd, in order."""
+    vals = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = re.search(key + r":\s+(\d+)", line)
+            if m:
+                vals.append(int(m.group(1)))
+    return vals
+
+
+def parse_pps(path, key):
+    vals = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = re.search(key + r":\s+(\d+)", line)
+            if m:
+                vals.append(int(m.group(1)))
+    return vals
+
+
+def slope(samples, t_from, t_to):
+    s = [(t, v) for t, v in samples if t_from <= t <= t_to]
+    if len(s) < 2:
+        return None, s
+    (t0, v0), (t1, v1) = s[0], s[-1]
+    return (v1 - v0) / (t1 - t0), s
+
+
+def run_l3nsd(d, rep, seconds, skip, idle_sleep_us):
+    sock = os.path.join(d, f"memif-l3ns-{rep}.sock")
+    control = os.path.join(d, f"ctl-{rep}.sock")
+    cfg = os.path.join(d, f"l3nsd-{rep}.toml")
+    pid = os.getpid()
+    with open(cfg, "w") as f:
+        f.write(f"""
+[dataplane]
+workers = [0]
+idle_sleep_us = {idle_sleep_us}
+eal_args = ["--in-memory", "-m", "256", "--no-pci", "--file-prefix", "l3ns-cmp-{pid}-{rep}", "-l", "0", "--log-level", "lib.eal:error"]
+
+[[port]]
+name = "memif0"
+backend = "dpdk"
+dpdk_args = "net_memif{pid}{rep},role=server,socket={sock},mac={SERVER_MAC}"
+
+[[namespace]]
+name = "web1"
+
+[[address]]
+address = "10.95.0.1/24"
+dev = "memif0"
+
+[[address]]
+address = "10.95.0.2/24"
+dev = "memif0"
+assign_to = "web1"
+
+[[socket]]
+namespace = "web1"
+bind = "0.0.0.0:9"
+service = "sink"
+
+[control]
+socket = "{control}"
+
+[metrics]
+listen = "off"
+""")
+    log = open(os.path.join(d, f"l3nsd-{rep}.log"), "w")
+    srv = subprocess.Popen(["timeout", "-s", "INT", "-k", "5", str(seconds + 30),
+                            os.path.join(DPDK_BIN, "l3nsd"), "--config", cfg, "--quiet"],
+                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    children.append(srv)
+    ctl = [os.path.join(DPDK_BIN, "l3nsctl"), "--control", control, "--json"]
+    deadline = time.time() + 30
+    while subprocess.run(ctl + ["status"], capture_output=True).returncode != 0:
+        if time.time() > deadline or srv.poll() is not None:
+            raise RuntimeError("l3nsd did not start: " + open(log.name).read()[-1000:])
+        time.sleep(0.1)
+
+    def rx():
+        for _ in range(5):
+            o = subprocess.run(ctl + ["stats"], capture_output=True, timeout=10)
+            try:
+                j = json.loads(o.stdout)["ok"]
+                return j["ports"][0]["rx_packets"], j
+            except (ValueError, KeyError):
+                time.sleep(0.1)
+        raise RuntimeError(f"l3nsctl stats failed: {o.stdout[-300:]!r} {o.stderr[-300:]!r}")
+
+    clog_path = os.path.join(d, f"client-l3ns-{rep}.log")
+    clog = open(clog_path, "w")
+    cpu0 = common.cpu_ticks(srv.pid)
+    # timeout's child is l3nsd: find it for CPU accounting.
+    l3pid = None
+    for _ in range(20):
+        kids = subprocess.run(["pgrep", "-P", str(srv.pid)], capture_output=True, text=True).stdout.split()
+        if kids:
+            l3pid = int(kids[0])
+            break
+        time.sleep(0.05)
+    cpu0 = common.cpu_ticks(l3pid) if l3pid else None
+    t_start = time.monotonic()
+    c = client(sock, f"l3ns-cmp-cli-{pid}-{rep}", seconds, clog)
+    samples = []
+    while c.poll() is None and time.monotonic() - t_start < seconds + 10:
+        v, _ = rx()
+        samples.append((time.monotonic(), v))
+        time.sleep(1.0)
+    t_end = time.monotonic()
+    cpu1 = common.cpu_ticks(l3pid) if l3pid else None
+    _, stats = rx()
+    web1 = next(n for n in stats["namespaces"] if n["namespace"] == "web1")
+    srv.send_signal(signal.SIGINT)
+    try:
+        srv.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        srv.kill()
+        srv.wait()
+    clog.close()
+    rate, used = slope(samples, t_start + skip, t_end - 1.0)
+    tx = parse_testpmd_counts(clog_path, "TX-packets")
+    txpps = parse_pps(clog_path, "Tx-pps")
+    return {
+        "server": "l3nsd", "rep": rep, "rx_pps": rate, "samples": samples,
+        "window_samples": len(used),
+        "client_tx_packets": max(tx) if tx else None,
+        "client_tx_pps_samples": txpps,
+        "l3nsd_cpu_seconds": ((cpu1 - cpu0) / common.TICK) if cpu0 is not None and cpu1 is not None else None,
+        "port_rx_total": stats["ports"][0]["rx_packets"],
+        "web1": web1,
+    }
+
+
+def run_testpmd(d, rep, seconds, skip):
+    sock = os.path.join(d, f"memif-tp-{rep}.sock")
+    pid = os.getpid()
+    slog_path = os.path.join(d, f"server-tp-{rep}.log")
+    slog = open(slog_path, "w")
+    srv = subprocess.Popen(["timeout", "-s", "INT", "-k", "5", str(seconds + 30),
+                            "stdbuf", "-oL", "dpdk-testpmd", "--in-memory", "-m", "512",
+                            "--no-pci", "--file-prefix", f"l3ns-cmp-srv-{pid}-{rep}",
+                            "-l", "0,1", "--main-lcore", "1", "--log-level", "lib.eal:error",
+                            "--vdev", f"net_memif0,role=server,socket={sock},mac={SERVER_MAC}",
+                            "--", "--forward-mode=rxonly", "--total-num-mbufs=16384",
+                            "--no-lsc-interrupt", "--stats-period=1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, text=True, errors="replace")
+    children.append(srv)
+    samples = []
+    started = threading.Event()
+
+    def reader():
+        for line in srv.stdout:
+            slog.write(line)
+            if "RX-packets:" in line:
+                started.set()
+                m = re.search(r"RX-packets:\s+(\d+)", line)
+                samples.append((time.monotonic(), int(m.group(1))))
+            if "Press enter" in line or "Checking link" in line or "Port 0:" in line:
+                started.set()
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    deadline = time.time() + 30
+    # memif sockets are abstract by default (no file): wait for testpmd's port start.
+    while not started.wait(0.1):
+        if time.time() > deadline or srv.poll() is not None:
+            raise RuntimeError("testpmd server did not start")
+        time.sleep(0.1)
+    time.sleep(0.5)
+    clog_path = os.path.join(d, f"client-tp-{rep}.log")
+    clog = open(clog_path, "w")
+    t_start = time.monotonic()
+    c = client(sock, f"l3ns-cmp-cli-{pid}-tp{rep}", seconds, clog)
+    c.wait(timeout=seconds + 20)
+    t_end = time.monotonic()
+    time.sleep(1.2)
+    srv.send_signal(signal.SIGINT)
+    try:
+        srv.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        srv.kill()
+        srv.wait()
+    th.join(timeout=5)
+    slog.close()
+    clog.close()
+    rate, used = slope(samples, t_start + skip, t_end - 1.0)
+    tx = parse_testpmd_counts(clog_path, "TX-packets")
+    return {
+        "server": "testpmd-rxonly", "rep": rep, "rx_pps": rate, "samples": samples,
+        "window_samples": len(used),
+        "server_rx_pps_samples": parse_pps(slog_path, "Rx-pps"),
+        "client_tx_packets": max(tx) if tx else None,
+        "client_tx_pps_samples": parse_pps(clog_path, "Tx-pps"),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=int, default=8, help="client run time (timeout)")
+    ap.add_argument("--skip", type=float, default=2.5, help="seconds ignored after client start")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--idle-sleep-us", type=int, default=0, help="l3nsd dataplane.idle_sleep_us")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("needs root (hugepages)")
+    d = tempfile.mkdtemp(prefix="l3ns-cmp-memif-")
+    before = open(HUGEPAGES).read().strip()
+    changed = False
+
+    def cleanup(*_):
+        kill_children()
+        if changed:
+            try:
+                open(HUGEPAGES, "w").write(before)
+            except OSError:
+                pass
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(d, ignore_errors=True)
+
+    signal.signal(signal.SIGTERM, lambda *a: (cleanup(), sys.exit(1)))
+    try:
+        if int(before or 0) < 1280:
+            open(HUGEPAGES, "w").write("1280")
+            changed = True
+        info = common.machine()
+        print(f"machine: {info}")
+        runs = []
+        for rep in range(args.reps):
+            for kind in os.environ.get("ONLY", "l3nsd,testpmd").split(","):
+                load = common.loadavg()[0]
+                try:
+                    r = (run_l3nsd(d, rep, args.seconds, args.skip, args.idle_sleep_us)
+                         if kind == "l3nsd" else run_testpmd(d, rep, args.seconds, args.skip))
+                except Exception as e:  # record and go on: one failed run must not lose the rest
+                    kill_children()
+                    r = {"server": "l3nsd" if kind == "l3nsd" else "testpmd-rxonly", "rep": rep,
+                         "rx_pps": None, "window_samples": 0, "client_tx_packets": None,
+                         "error": str(e)[-500:]}
+                r["loadavg_1m_at_start"] = load
+                runs.append(r)
+                print(f"rep {rep} {r['server']:>15}: received {r['rx_pps'] or 0:,.0f} pps "
+                      f"(window samples {r['window_samples']}), client sent {r['client_tx_packets']} "
+                      f"(load {load})", flush=True)
+        l3 = common.summary([r["rx_pps"] for r in runs if r["server"] == "l3nsd"])
+        tp = common.summary([r["rx_pps"] for r in runs if r["server"] != "l3nsd"])
+        ratios = []
+        for rep in range(args.reps):
+            a = [r["rx_pps"] for r in runs if r["rep"] == rep and r["server"] == "l3nsd"]
+            b = [r["rx_pps"] for r in runs if r["rep"] == rep and r["server"] != "l3nsd"]
+            if a and b and a[0] and b[0]:
+                ratios.append(a[0] / b[0])
+        ratio = common.summary(ratios)
+        print()
+        for name, x in (("l3nsd", l3), ("testpmd", tp)):
+            if x:
+                print(f"{name:>8} received pps: median {x['median']:,.0f} ({x['min']:,.0f}..{x['max']:,.0f})")
+        if ratio:
+            print(f"ratio l3nsd/testpmd per rep: median {ratio['median']:.2f} "
+                  f"({ratio['min']:.2f}..{ratio['max']:.2f})")
+        info["loadavg_end"] = common.loadavg()
+        common.save("memif.json", {
+            "machine": info, "command": "bench/scripts/memif.py " + " ".join(sys.argv[1:]),
+            "what": "received packets/s on the memif server side; client testpmd txonly on core 1",
+            "l3nsd_rx_pps": l3, "testpmd_rx_pps": tp, "ratio_l3nsd_over_testpmd": ratio,
+            "runs": runs,
+        })
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main()
