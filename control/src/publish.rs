@@ -36,6 +36,7 @@ pub fn ns_view(model: &Model, ns: NsId) -> Option<NsView> {
         loopback: n.loopback,
         ifaddrs: model.owned_by(ns).cloned().collect(),
         bindings: model.bindings_of(ns).map(|s| s.binding).collect(),
+        hot: Default::default(),
     })
 }
 

@@ -62,6 +62,49 @@ pub struct NsView {
     pub ifaddrs: Vec<IfAddr>,
     /// Its sockets, sorted by (proto, port, addr): `0.0.0.0` first within a port.
     pub bindings: Vec<Binding>,
+    /// A copy of up to `HOT` bindings inside the view, so that the common case (a tenant with
+    /// a few sockets) finds its socket in the view's own cache line instead of a second heap
+    /// allocation. Filled by `normalize`, which `OwnerTable::set_namespace` always calls.
+    pub hot: HotBindings,
+}
+
+/// Bindings kept inline in a view (see `NsView::hot`).
+pub const HOT: usize = 3;
+
+/// `(port, addr, socket, proto)` of up to `HOT` bindings; `len == u8::MAX` (also the default,
+/// before `normalize`) when lookups must use the sorted `bindings`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(align(64))]
+pub struct HotBindings {
+    len: u8,
+    items: [(u16, u32, u32, u8); HOT],
+}
+
+impl Default for HotBindings {
+    fn default() -> Self {
+        HotBindings {
+            len: u8::MAX,
+            items: [(0, 0, 0, 0); HOT],
+        }
+    }
+}
+
+impl HotBindings {
+    fn of(bindings: &[Binding]) -> Self {
+        let mut h = HotBindings {
+            len: 0,
+            ..HotBindings::default()
+        };
+        if bindings.len() > HOT {
+            h.len = u8::MAX;
+            return h;
+        }
+        for (slot, b) in h.items.iter_mut().zip(bindings) {
+            *slot = (b.port, u32::from(b.addr), b.id.0, b.proto as u8);
+        }
+        h.len = bindings.len() as u8;
+        h
+    }
 }
 
 impl NsView {
@@ -96,6 +139,7 @@ impl NsView {
                     port,
                 })
                 .collect(),
+            hot: HotBindings::default(),
         }
     }
 
@@ -103,11 +147,33 @@ impl NsView {
     pub fn normalize(&mut self) {
         self.bindings
             .sort_by_key(|b| (b.proto, b.port, u32::from(b.addr), b.id));
+        self.hot = HotBindings::of(&self.bindings);
     }
 
     /// R9 within this namespace: the socket bound to `dst:port`, else the one on `0.0.0.0:port`.
     #[inline]
     pub fn socket_for(&self, proto: Proto, dst: Ipv4Addr, port: u16) -> Option<SocketId> {
+        let h = &self.hot;
+        if usize::from(h.len) <= HOT {
+            let (dst, proto) = (u32::from(dst), proto as u8);
+            let mut wildcard = None;
+            for &(p, addr, id, pr) in &h.items[..usize::from(h.len)] {
+                if p == port && pr == proto {
+                    if addr == dst {
+                        return Some(SocketId(id));
+                    }
+                    if addr == 0 {
+                        wildcard = Some(SocketId(id));
+                    }
+                }
+            }
+            return wildcard;
+        }
+        self.socket_for_sorted(proto, dst, port)
+    }
+
+    /// R9 over the sorted `bindings` (views with more than `HOT` sockets).
+    fn socket_for_sorted(&self, proto: Proto, dst: Ipv4Addr, port: u16) -> Option<SocketId> {
         let start = self
             .bindings
             .partition_point(|b| (b.proto, b.port) < (proto, port));
