@@ -88,6 +88,42 @@ function M.setup()
     pktgen.set(M.port, "dport", M.dport)
 end
 
+-- Range mode: one field from `start`, stepping by `inc`, between `min` and `max`
+-- (Pktgen >= 21 nests the range calls under pktgen.range).
+function M.range(field, start, inc, min, max)
+    local range = pktgen.range or pktgen
+    range[field](M.port, "start", start)
+    range[field](M.port, "inc", inc)
+    range[field](M.port, "min", min)
+    range[field](M.port, "max", max)
+end
+
+-- Range mode with every packet sending the constant `value` in `field`.
+function M.fixed(field, value, zero)
+    M.range(field, value, zero or 0, value, value)
+end
+
+-- Range mode over every owned address, the other fields fixed: `src_ports` source ports
+-- (1 = none varied), then switches range mode on.
+function M.range_over_owned(src_ports)
+    local range = pktgen.range or pktgen
+    local first, last = M.owned(0), M.owned(M.owned_count() - 1)
+    local src = (M.src_ip:gsub("/.*", ""))
+    range.dst_mac(M.port, "start", M.dst_mac)
+    range.src_mac(M.port, "start", M.src_mac)
+    M.range("dst_ip", first, "0.0.0.1", first, last)
+    M.fixed("src_ip", src, "0.0.0.0")
+    M.fixed("dst_port", M.dport)
+    if src_ports > 1 then
+        M.range("src_port", M.sport, 1, M.sport, M.sport + src_ports - 1)
+    else
+        M.fixed("src_port", M.sport)
+    end
+    M.fixed("pkt_size", M.size)
+    pktgen.set_range(M.port, "on")
+    return first, last
+end
+
 -- Sends for M.duration seconds, then prints the port's counters.
 function M.run(what)
     printf("l3ns %s: sending on port %s for %d s at %d%% of line rate\n",
