@@ -95,6 +95,14 @@ impl Batch {
         self.bytes.clear();
     }
 
+    /// Keeps the first `n` datagrams.
+    pub fn truncate(&mut self, n: usize) {
+        if let Some(m) = self.metas.get(n) {
+            self.bytes.truncate(m.off as usize);
+            self.metas.truncate(n);
+        }
+    }
+
     pub fn metas(&self) -> &[DgramMeta] {
         &self.metas
     }
@@ -173,28 +181,36 @@ impl SocketQueue {
         })
     }
 
-    /// Worker side: hands a batch over, or gives it back when it does not fit.
-    pub fn offer(&self, batch: Batch) -> Result<(), Batch> {
+    /// Worker side: hands a batch over. The queue fills to its depth like a socket buffer:
+    /// it takes the first datagrams that fit, drops the rest of the batch (counted in
+    /// `overflow`) and returns how many it took; `Err` gives the batch back when it took none.
+    pub fn offer(&self, mut batch: Batch) -> Result<usize, Batch> {
         let n = batch.len();
-        if self.closed.load(Ordering::Relaxed) {
+        if self.closed.load(Ordering::Relaxed) || n == 0 {
             return Err(batch);
         }
         let now = self.queued.fetch_add(n, Ordering::AcqRel) + n;
-        if now > self.depth {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            self.overflow.fetch_add(n as u64, Ordering::Relaxed);
+        let excess = now.saturating_sub(self.depth).min(n);
+        if excess > 0 {
+            self.queued.fetch_sub(excess, Ordering::AcqRel);
+            self.overflow.fetch_add(excess as u64, Ordering::Relaxed);
+        }
+        let taken = n - excess;
+        if taken == 0 {
             return Err(batch);
         }
+        batch.truncate(taken);
         match self.batches.push(batch) {
             Ok(()) => {
-                if now > self.high_water.load(Ordering::Relaxed) {
-                    self.high_water.store(now, Ordering::Relaxed);
+                let depth_now = now - excess;
+                if depth_now > self.high_water.load(Ordering::Relaxed) {
+                    self.high_water.store(depth_now, Ordering::Relaxed);
                 }
-                Ok(())
+                Ok(taken)
             }
             Err(b) => {
-                self.queued.fetch_sub(n, Ordering::AcqRel);
-                self.overflow.fetch_add(n as u64, Ordering::Relaxed);
+                self.queued.fetch_sub(taken, Ordering::AcqRel);
+                self.overflow.fetch_add(taken as u64, Ordering::Relaxed);
                 Err(b)
             }
         }
@@ -338,15 +354,25 @@ mod tests {
         for _ in 0..2 {
             b.push(meta(1), b"x");
         }
+        assert_eq!(
+            q.offer(b).unwrap(),
+            1,
+            "2 + 2 > depth 3: the first fits, the second drops"
+        );
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.overflow.load(Ordering::Relaxed), 1);
+        let mut b = pools.take(0, 32);
+        b.push(meta(1), b"y");
         let back = q.offer(b).unwrap_err();
-        assert_eq!(back.len(), 2, "2 + 2 > depth 3: refused whole");
-        assert_eq!(q.len(), 2);
+        assert_eq!(back.len(), 1, "a full queue takes nothing");
+        assert_eq!(q.overflow.load(Ordering::Relaxed), 2);
         let mut r = Receiver::new(q.clone());
         assert_eq!(r.try_recv().unwrap().payload, vec![0; 3]);
         assert_eq!(r.try_recv().unwrap().payload, vec![1; 3]);
+        assert_eq!(r.try_recv().unwrap().payload, b"x");
         assert!(r.try_recv().is_none());
         assert_eq!(q.len(), 0);
-        assert_eq!(q.received.load(Ordering::Relaxed), 2);
+        assert_eq!(q.received.load(Ordering::Relaxed), 3);
     }
 
     #[test]

@@ -304,29 +304,28 @@ impl<P: Port> Worker<P> {
         self.replies_used = 0;
     }
 
-    /// Hands every open batch to its queue; counts each datagram delivered, or `queue_full`
-    /// when the queue could not take the batch.
+    /// Hands every open batch to its queue; counts each datagram the queue took as
+    /// delivered and each one it had no room for as `queue_full`.
     fn flush_staging(&mut self) {
         let Staging { open, scratch } = &mut self.staging;
         for (queue, batch) in open.drain(..) {
             scratch.clear();
             scratch.extend(batch.metas().iter().map(|m| (m.ns, m.broadcast)));
-            match queue.offer(batch) {
-                Ok(()) => {
-                    for &(ns, broadcast) in scratch.iter() {
-                        let c = self.ns.ns(ns);
-                        if broadcast {
-                            c.broadcast_delivered.inc();
-                        } else {
-                            c.delivered.inc();
-                        }
-                    }
-                }
+            let taken = match queue.offer(batch) {
+                Ok(taken) => taken,
                 Err(batch) => {
-                    for m in batch.metas() {
-                        self.ns.ns(m.ns).drop(NsDrop::QueueFull, 1);
-                    }
                     self.shared.pools.give_back(batch);
+                    0
+                }
+            };
+            for (i, &(ns, broadcast)) in scratch.iter().enumerate() {
+                let c = self.ns.ns(ns);
+                if i >= taken {
+                    c.drop(NsDrop::QueueFull, 1);
+                } else if broadcast {
+                    c.broadcast_delivered.inc();
+                } else {
+                    c.delivered.inc();
                 }
             }
         }

@@ -109,7 +109,8 @@ impl Fixture {
         self.stats.workers[0].idle_polls.add(90);
         self.stats.workers[1].busy_polls.inc();
 
-        // Socket 3 (depth 4): 3 queued, 2 refused, 3 taken, 1 queued again.
+        // Socket 3 (depth 4): 3 queued, then of 2 one fits and one drops, then 1 more drops
+        // (full), then the application takes the first 3: 1 left, high water 4, overflow 2.
         let batch = |n: usize| {
             let mut b = Batch::with_capacity(n, 0);
             for _ in 0..n {
@@ -124,11 +125,12 @@ impl Fixture {
             }
             b
         };
-        self.q3.offer(batch(3)).unwrap();
-        assert!(self.q3.offer(batch(2)).is_err());
+        assert_eq!(self.q3.offer(batch(3)).unwrap(), 3);
+        assert_eq!(self.q3.offer(batch(2)).unwrap(), 1);
+        assert!(self.q3.offer(batch(1)).is_err());
         let taken = self.q3.pop_batch().unwrap();
+        assert_eq!(taken.len(), 3);
         self.q3.recycle(taken);
-        self.q3.offer(batch(1)).unwrap();
 
         self.shared
             .neigh
@@ -230,7 +232,7 @@ fn metrics_render_exact_values_summed_over_writers() {
         ),
         (
             r#"l3ns_socket_queue_high_water{namespace="web1",socket="3",local="0.0.0.0:7"}"#,
-            3.0,
+            4.0,
         ),
         (
             r#"l3ns_socket_queue_overflow_total{namespace="web1",socket="3",local="0.0.0.0:7"}"#,
