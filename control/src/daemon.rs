@@ -198,8 +198,8 @@ impl Port for AnyPort {
         each_port!(self, p => p.info())
     }
     #[inline]
-    fn rx_burst<F: FnMut(&[u8])>(&mut self, max: usize, on_frame: F) -> usize {
-        each_port!(self, p => p.rx_burst(max, on_frame))
+    fn rx_groups<F: FnMut(&[&[u8]])>(&mut self, max: usize, on_group: F) -> usize {
+        each_port!(self, p => p.rx_groups(max, on_group))
     }
     #[inline]
     fn tx_frame<F: FnOnce(&mut [u8]) -> usize>(&mut self, len: usize, build: F) -> bool {

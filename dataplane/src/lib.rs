@@ -2,8 +2,8 @@
 //!
 //! Read in the order a received packet travels: `port` (I/O backends) → `wire` (checked views
 //! over frames) → `owner_table` (the immutable snapshot the workers read, R7–R10, R13) →
-//! `rules` (the pure rule functions) . `unsafe` code is denied everywhere except in the port
-//! backends that talk to the kernel or DPDK.
+//! `rules` (the pure rule functions). `unsafe` code is denied everywhere except in the port
+//! backends that talk to the kernel or DPDK, and in `prefetch` (one cache hint, see there).
 #![deny(unsafe_code)]
 
 pub mod api;
@@ -11,6 +11,8 @@ pub mod counters;
 pub mod errno;
 pub mod owner_table;
 pub mod port;
+#[allow(unsafe_code)]
+pub mod prefetch;
 pub mod rules;
 pub mod socket;
 pub mod types;

@@ -8,7 +8,8 @@
 
 use crate::counters::{NsDrop, NsWriter, PortCounters, PortDrop, WorkerCounters};
 use crate::owner_table::{Dest, OwnerTable};
-use crate::port::Port;
+use crate::port::{Port, MAX_GROUP};
+use crate::prefetch;
 use crate::socket::{Batch, BatchPools, DgramMeta, SocketQueue};
 use crate::types::{DevId, NsId, Proto};
 use crate::wire::{self, ArpOp, FrameAddrs, MacAddr, Parsed, BROADCAST_MAC, DEFAULT_TTL};
@@ -281,7 +282,7 @@ impl<P: Port> Worker<P> {
             icmp_rate: self.cfg.icmp_rate,
             now,
         };
-        let n = self.ports[p].port.rx_burst(burst, |frame| rx.frame(frame));
+        let n = self.ports[p].port.rx_groups(burst, |group| rx.group(group));
         self.send_replies();
         n
     }
@@ -591,6 +592,41 @@ struct RxCtx<'a> {
 }
 
 impl RxCtx<'_> {
+    /// A group of received frames, in passes: the first two only ask for cache lines (the
+    /// frames, then each destination's owner-table slot, then the owner's view and counters)
+    /// so that the misses of the whole group overlap; the last one does the work of
+    /// `frame`, in arrival order, on lines that are by then in the cache. The hints read
+    /// nothing that decides anything: a malformed frame just gets a useless prefetch.
+    #[inline]
+    fn group(&mut self, frames: &[&[u8]]) {
+        let mut dst = [0u32; MAX_GROUP];
+        let n = frames.len().min(MAX_GROUP);
+        for f in &frames[..n] {
+            // The headers (34 bytes to the IPv4 destination) may straddle two lines.
+            if let (Some(first), Some(last)) = (f.first(), f.get(f.len().clamp(1, 34) - 1)) {
+                prefetch::read(first);
+                prefetch::read(last);
+            }
+        }
+        for (d, f) in dst.iter_mut().zip(&frames[..n]) {
+            if let Some(a) = wire::peek_ipv4_dst(f) {
+                *d = a;
+                self.family.prefetch(a);
+            }
+        }
+        for &d in &dst[..n] {
+            if d != 0 {
+                if let Some(ns) = self.family.owner_of(self.dev, d) {
+                    self.table.prefetch_namespace(ns);
+                    prefetch::read(self.ns.ns(ns));
+                }
+            }
+        }
+        for f in frames {
+            self.frame(f);
+        }
+    }
+
     #[inline]
     fn frame(&mut self, frame: &[u8]) {
         self.pc.rx_packets.inc();

@@ -244,6 +244,19 @@ impl Family {
         self.lookup_dup(dev, dst)
     }
 
+    /// Prefetches the owner-table slot of `dst` (the first pass over a burst).
+    #[inline(always)]
+    pub fn prefetch(&self, dst: u32) {
+        self.unicast.prefetch(dst);
+    }
+
+    /// The owner of `dst` on `dev`, when it is a local address of the family: the unicast
+    /// case of [`OwnerTable::classify`] alone, for the prefetch pass over a burst.
+    #[inline(always)]
+    pub fn owner_of(&self, dev: DevId, dst: u32) -> Option<NsId> {
+        self.lookup(dev, dst).map(|e| e.owner())
+    }
+
     #[cold]
     #[inline(never)]
     fn lookup_dup(&self, dev: DevId, dst: u32) -> Option<AddrEntry> {
@@ -376,6 +389,14 @@ impl OwnerTable {
     #[inline]
     pub fn namespace(&self, ns: NsId) -> Option<&NsView> {
         self.namespaces.get(ns.0 as usize).map(|v| &**v)
+    }
+
+    /// Prefetches the part of `ns`'s view the receive path reads (its inline bindings).
+    #[inline(always)]
+    pub fn prefetch_namespace(&self, ns: NsId) {
+        if let Some(v) = self.namespaces.get(ns.0 as usize) {
+            crate::prefetch::read(&v.hot);
+        }
     }
 
     pub fn namespaces(&self) -> impl Iterator<Item = &NsView> {

@@ -167,6 +167,16 @@ impl<K: Key + std::fmt::Debug, V: Copy + Default + std::fmt::Debug> ShardedMap<K
         shard.find(k, h).ok().map(|i| shard.slots[i].1)
     }
 
+    /// Prefetches the slot where a lookup of `k` starts (see `crate::prefetch`).
+    #[inline(always)]
+    pub fn prefetch(&self, k: K) {
+        let h = k.hash64();
+        let shard = &self.shards[Self::shard_of(h)];
+        if let Some(slot) = shard.slots.get(shard.home(h)) {
+            crate::prefetch::read(slot);
+        }
+    }
+
     /// Inserts or replaces; `k` must not be `K::EMPTY`.
     pub fn insert(&mut self, k: K, v: V) -> Option<V> {
         assert!(k != K::EMPTY, "the empty key cannot be stored");

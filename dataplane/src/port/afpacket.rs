@@ -790,8 +790,12 @@ impl Port for AfPacketPort {
         &self.info
     }
 
-    fn rx_burst<F: FnMut(&[u8])>(&mut self, max: usize, mut on_frame: F) -> usize {
+    fn rx_groups<F: FnMut(&[&[u8]])>(&mut self, max: usize, mut on_group: F) -> usize {
         let mut received = 0;
+        // Frames of the current block waiting to be handed over; always handed over before
+        // their block goes back to the kernel.
+        let mut group: [&[u8]; super::MAX_GROUP] = [&[]; super::MAX_GROUP];
+        let mut k = 0;
         // Bounds the walk even if the kernel refills blocks as fast as we give them back.
         let mut blocks_opened = 0;
         while received < max {
@@ -838,6 +842,10 @@ impl Port for AfPacketPort {
             let snaplen = hdr.tp_snaplen as usize;
             if mac < offset + TPACKET3_HDRLEN || mac + snaplen > block_size {
                 self.counters.rx_bad_blocks += 1;
+                if k > 0 {
+                    on_group(&group[..k]);
+                    k = 0;
+                }
                 self.release_rx_block();
                 continue;
             }
@@ -851,30 +859,40 @@ impl Port for AfPacketPort {
                 self.counters.rx_truncated += 1;
             } else {
                 // SAFETY: `mac..mac + snaplen` lies inside the block (checked above), which the
-                // kernel does not touch until we give it back after this callback returns, and
-                // the ring is mapped read-write; no other reference to these bytes exists.
+                // kernel does not touch until we give it back — always after the group holding
+                // this frame was handed over (every `release_rx_block` below is preceded by
+                // that); the ring is mapped read-write; no other reference to these bytes
+                // exists, and `group` is a local, so no slice outlives this call.
                 let frame = unsafe { std::slice::from_raw_parts_mut(block.add(mac), snaplen) };
                 if hdr.tp_status & TP_STATUS_CSUMNOTREADY != 0
                     && crate::wire::complete_partial_udp_checksum(frame)
                 {
                     self.counters.rx_csum_completed += 1;
                 }
-                on_frame(frame);
+                group[k] = frame;
+                k += 1;
                 received += 1;
             }
 
             self.rx.left -= 1;
+            let next = offset + hdr.tp_next_offset as usize;
+            let bad_next =
+                self.rx.left > 0 && (next <= offset || next + TPACKET3_HDR_SIZE > block_size);
+            if (self.rx.left == 0 || bad_next || k == super::MAX_GROUP) && k > 0 {
+                on_group(&group[..k]);
+                k = 0;
+            }
             if self.rx.left == 0 {
                 self.release_rx_block();
+            } else if bad_next {
+                self.counters.rx_bad_blocks += 1;
+                self.release_rx_block();
             } else {
-                let next = offset + hdr.tp_next_offset as usize;
-                if next <= offset || next + TPACKET3_HDR_SIZE > block_size {
-                    self.counters.rx_bad_blocks += 1;
-                    self.release_rx_block();
-                } else {
-                    self.rx.offset = next;
-                }
+                self.rx.offset = next;
             }
+        }
+        if k > 0 {
+            on_group(&group[..k]);
         }
         received
     }

@@ -930,8 +930,8 @@ impl Port for DpdkPort {
     }
 
     #[inline]
-    fn rx_burst<F: FnMut(&[u8])>(&mut self, max: usize, mut on_frame: F) -> usize {
-        let want = max.min(MAX_BURST) as u16;
+    fn rx_groups<F: FnMut(&[&[u8]])>(&mut self, max: usize, mut on_group: F) -> usize {
+        let want = max.min(MAX_BURST).min(super::MAX_GROUP) as u16;
         if want == 0 {
             return 0;
         }
@@ -950,6 +950,7 @@ impl Port for DpdkPort {
         if n == 0 {
             return 0;
         }
+        let mut group: [&[u8]; super::MAX_GROUP] = [&[]; super::MAX_GROUP];
         let mut handed = 0;
         for i in 0..n {
             if i + PREFETCH_AHEAD < n {
@@ -961,14 +962,17 @@ impl Port for DpdkPort {
             }
             // SAFETY: rx_data[i] points at the first (and only) segment of mbuf i, whose
             // rx_lens[i] bytes the driver wrote; the mbuf is ours until the free below, and
-            // the slice cannot escape the callback (higher-ranked lifetime).
-            let frame =
+            // the slices cannot escape the callback (higher-ranked lifetime) or this function
+            // (`group` is a local).
+            group[handed] =
                 unsafe { std::slice::from_raw_parts(self.rx_data[i], self.rx_lens[i] as usize) };
-            on_frame(frame);
             handed += 1;
         }
+        if handed > 0 {
+            on_group(&group[..handed]);
+        }
         // SAFETY: the first n entries are the mbufs just received, each freed exactly once;
-        // no slice into them outlives the loop above. (If a callback panics they leak, which
+        // no slice into them outlives the call above. (If a callback panics they leak, which
         // is safe.)
         unsafe { ffi::l3ns_pktmbuf_free_bulk(self.rx_mbufs.as_mut_ptr(), n as c_uint) };
         self.counters.rx_frames += handed as u64;

@@ -82,6 +82,8 @@ pub struct MemoryPort {
     tx: Arc<ArrayQueue<Vec<u8>>>,
     tx_mode: TxMode,
     pending: Vec<Vec<u8>>,
+    /// Frames taken off the receive ring for the group being handed over.
+    held: Vec<Vec<u8>>,
     scratch: Vec<u8>,
     generator: Option<Generator>,
     stats: Arc<MemoryStats>,
@@ -108,6 +110,7 @@ pub fn memory_pair(info: PortInfo, depth: usize, tx_mode: TxMode) -> (MemoryPort
         tx: tx.clone(),
         tx_mode,
         pending: Vec::with_capacity(64),
+        held: Vec::with_capacity(super::MAX_GROUP),
         scratch: vec![0; 16 * 1024],
         generator: None,
         stats: stats.clone(),
@@ -168,37 +171,52 @@ impl Port for MemoryPort {
     }
 
     #[inline]
-    fn rx_burst<F: FnMut(&[u8])>(&mut self, max: usize, mut on_frame: F) -> usize {
-        let mut n = 0;
-        while n < max {
-            match self.rx.pop() {
-                Some(frame) => {
-                    on_frame(&frame);
+    fn rx_groups<F: FnMut(&[&[u8]])>(&mut self, max: usize, mut on_group: F) -> usize {
+        let mut total = 0;
+        while total < max {
+            let want = (max - total).min(super::MAX_GROUP);
+            self.held.clear();
+            while self.held.len() < want {
+                match self.rx.pop() {
+                    Some(frame) => self.held.push(frame),
+                    None => break,
+                }
+            }
+            let mut group: [&[u8]; super::MAX_GROUP] = [&[]; super::MAX_GROUP];
+            let mut n = 0;
+            for f in &self.held {
+                group[n] = f;
+                n += 1;
+            }
+            if let Some(g) = self.generator.as_mut() {
+                let k = g.budget(want - n);
+                for _ in 0..k {
+                    group[n] = &g.frames[g.next];
                     n += 1;
+                    g.next += 1;
+                    if g.next == g.frames.len() {
+                        g.next = 0;
+                    }
                 }
-                None => break,
-            }
-        }
-        if let Some(g) = self.generator.as_mut() {
-            let k = g.budget(max - n);
-            for _ in 0..k {
-                on_frame(&g.frames[g.next]);
-                g.next += 1;
-                if g.next == g.frames.len() {
-                    g.next = 0;
+                g.sent += k as u64;
+                if let Some(r) = g.remaining.as_mut() {
+                    *r -= k as u64;
                 }
             }
-            g.sent += k as u64;
-            if let Some(r) = g.remaining.as_mut() {
-                *r -= k as u64;
+            if n == 0 {
+                break;
             }
-            n += k;
+            on_group(&group[..n]);
+            total += n;
+            if n < want {
+                break;
+            }
         }
-        if n > 0 {
-            self.rx_local += n as u64;
+        if total > 0 {
+            self.rx_local += total as u64;
             self.stats.rx_frames.store(self.rx_local, Ordering::Relaxed);
         }
-        n
+        total
     }
 
     #[inline]
@@ -273,6 +291,26 @@ mod tests {
         assert_eq!(sent, 2);
         assert_eq!(wire.stats.tx_ring_full.load(Ordering::Relaxed), 3);
         assert_eq!(wire.collect().len(), 2);
+    }
+
+    #[test]
+    fn groups_are_bounded_and_in_order_injected_first() {
+        let (port, wire) = memory_pair(info(), 256, TxMode::Discard);
+        for i in 0..100u8 {
+            wire.inject(vec![i]).unwrap();
+        }
+        let mut port = port.with_generator(Generator::new(vec![vec![200]], Pace::Unlimited, None));
+        let mut groups = Vec::new();
+        let n = port.rx_groups(150, |g| {
+            groups.push(g.iter().map(|f| f[0]).collect::<Vec<_>>())
+        });
+        assert_eq!(n, 150);
+        assert_eq!(groups.len(), 3);
+        assert!(groups.iter().all(|g| g.len() <= crate::port::MAX_GROUP));
+        let flat: Vec<u8> = groups.concat();
+        assert_eq!(&flat[..100], &(0..100).collect::<Vec<u8>>()[..]);
+        assert!(flat[100..].iter().all(|&b| b == 200));
+        assert_eq!(wire.stats.rx_frames.load(Ordering::Relaxed), 150);
     }
 
     #[test]

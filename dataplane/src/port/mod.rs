@@ -12,6 +12,9 @@ pub mod afpacket;
 pub mod dpdk;
 pub mod memory;
 
+/// The most frames a port hands over in one group (see [`Port::rx_groups`]).
+pub const MAX_GROUP: usize = 64;
+
 /// What a worker needs to know about the device behind a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortInfo {
@@ -26,10 +29,22 @@ pub struct PortInfo {
 pub trait Port: Send {
     fn info(&self) -> &PortInfo;
 
-    /// Receives up to `max` frames and calls `on_frame` for each, in arrival order. A frame's
-    /// bytes are valid only during its call (the backend may reuse the buffer right after).
-    /// Returns how many frames were received (0 when idle; never blocks).
-    fn rx_burst<F: FnMut(&[u8])>(&mut self, max: usize, on_frame: F) -> usize;
+    /// Receives up to `max` frames and hands them to `on_group` in arrival order, in one or
+    /// more groups of at most [`MAX_GROUP`] frames. A group's frames are valid only during its
+    /// call (the backend may reuse the buffers right after). Returns how many frames were
+    /// received (0 when idle; never blocks). Workers take groups so that they can prefetch
+    /// what a whole group needs before reading any of it.
+    fn rx_groups<F: FnMut(&[&[u8]])>(&mut self, max: usize, on_group: F) -> usize;
+
+    /// Like [`Port::rx_groups`], one frame at a time.
+    #[inline]
+    fn rx_burst<F: FnMut(&[u8])>(&mut self, max: usize, mut on_frame: F) -> usize {
+        self.rx_groups(max, |group| {
+            for frame in group {
+                on_frame(frame);
+            }
+        })
+    }
 
     /// Queues one frame for transmission: `build` gets a zeroed-or-stale buffer of at least
     /// `len` bytes and returns the frame's final length (<= `len`). Returns false, without

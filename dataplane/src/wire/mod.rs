@@ -28,7 +28,9 @@ pub use emit::{
 pub use ethernet::{EthernetFrame, EthernetHeader, MacAddr, BROADCAST_MAC};
 pub use icmp::IcmpPacket;
 pub use ipv4::{Ipv4Header, Ipv4Packet, DEFAULT_TTL};
-pub use parse::{parse_frame, parse_frame_with, ArpFrame, Checksums, IcmpFrame, Parsed, UdpFrame};
+pub use parse::{
+    parse_frame, parse_frame_with, peek_ipv4_dst, ArpFrame, Checksums, IcmpFrame, Parsed, UdpFrame,
+};
 pub use udp::UdpPacket;
 
 /// Why a received frame was dropped by the parser. Each reason is a Prometheus label value

@@ -84,6 +84,18 @@ pub fn parse_frame(frame: &[u8]) -> Result<Parsed<'_>, DropReason> {
     parse_frame_with(frame, Checksums::VERIFY_ALL)
 }
 
+/// The IPv4 destination of an Ethernet frame, read without any validation — a hint for
+/// prefetching (the worker's first pass over a burst), never a basis for a decision.
+#[inline(always)]
+pub fn peek_ipv4_dst(frame: &[u8]) -> Option<u32> {
+    let ethertype = frame.get(12..14)?;
+    if ethertype != [0x08, 0x00] {
+        return None;
+    }
+    let d = frame.get(30..34)?;
+    Some(u32::from_be_bytes([d[0], d[1], d[2], d[3]]))
+}
+
 /// Parses and validates a frame, verifying the checksums `verify` asks for.
 #[inline]
 pub fn parse_frame_with(frame: &[u8], verify: Checksums) -> Result<Parsed<'_>, DropReason> {
