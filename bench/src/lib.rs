@@ -96,7 +96,7 @@ pub mod owner_table {
         };
         IfAddr {
             dev: DEV,
-            label: "eth0".to_string(),
+            label: "eth0".into(),
             local: Ipv4Addr::from(local),
             prefix,
             broadcast: Ipv4Addr::from(local | !mask),

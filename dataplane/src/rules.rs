@@ -133,7 +133,7 @@ mod tests {
         let mask = crate::types::prefix_mask(prefix);
         IfAddr {
             dev: DevId(dev),
-            label: format!("eth{dev}"),
+            label: format!("eth{dev}").into(),
             local,
             prefix,
             broadcast: Ipv4Addr::from(u32::from(local) | !mask),

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// A namespace. `NsId::ROOT` is the dataplane's initial L2 namespace (R1).
 #[derive(
@@ -118,8 +119,10 @@ pub fn prefix_mask(len: u8) -> u32 {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct IfAddr {
     pub dev: DevId,
-    /// Defaults to the device name; an alias is `DEV:SUFFIX`.
-    pub label: String,
+    /// Defaults to the device name; an alias is `DEV:SUFFIX`. Shared, so that cloning an
+    /// ifaddr (every namespace view the publisher rebuilds does) allocates nothing; it
+    /// serializes as a plain string.
+    pub label: Arc<str>,
     pub local: Ipv4Addr,
     pub prefix: u8,
     /// Defaults to the directed broadcast of the subnet.
@@ -179,7 +182,7 @@ pub struct Binding {
 pub fn loopback_ifaddr(owner: NsId) -> IfAddr {
     IfAddr {
         dev: DevId::LO,
-        label: "lo".to_string(),
+        label: "lo".into(),
         local: Ipv4Addr::LOCALHOST,
         prefix: 8,
         broadcast: Ipv4Addr::new(127, 255, 255, 255),

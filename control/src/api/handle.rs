@@ -38,6 +38,15 @@ pub fn execute(
 ) -> Result<(Value, Effects)> {
     let op = req.op();
     let mut fx = Effects::default();
+    if matches!(
+        req,
+        Request::Version | Request::Status | Request::Stats { .. }
+    ) {
+        // Inside the control thread's batch: these report the dataplane (snapshot version,
+        // counters of queues closed earlier in the batch), so what the batch changed before
+        // them is published first.
+        rt.flush();
+    }
     let value = match req {
         Request::NsAdd {
             name,
@@ -197,6 +206,9 @@ pub fn execute(
             service,
         } => {
             let (id, _queue) = rt.bind(caller, *addr, *port, service)?;
+            // The service gets the socket on another thread and may use it at once: the
+            // binding (and what the batch changed before it) must be live first.
+            rt.flush();
             if let Err(e) = host.start(rt, id, service) {
                 // All or nothing: a socket without its service is closed again.
                 let _ = rt.close(caller, id);
@@ -310,7 +322,7 @@ fn mac_string(mac: [u8; 6]) -> String {
 fn addr_view(m: &Model, i: &IfAddr) -> AddrView {
     AddrView {
         dev: dev_name(m, i),
-        label: i.label.clone(),
+        label: i.label.to_string(),
         local: i.local,
         prefix: i.prefix,
         broadcast: i.broadcast,

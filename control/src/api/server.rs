@@ -4,7 +4,7 @@
 //!  root socket (0600) ──accept──► connection thread ─┐   one JSON line in, one out;
 //!  tenant socket web1 (0660) ──► connection thread ──┼─► crossbeam channel ─► control thread:
 //!  tenant socket web2 (0660) ──► connection thread ──┘   apply in order (a batch at a time),
-//!                                                         persist, then answer
+//!                                                         publish once, persist, then answer
 //! ```
 //!
 //! * Only the control thread touches the [`Runtime`] (one writer). Connection threads only
@@ -386,7 +386,11 @@ impl Control {
         while !stop.load(Ordering::SeqCst) {
             let first = match jobs.recv_timeout(STOP_POLL) {
                 Ok(j) => j,
-                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Idle: free the snapshots workers have let go of since the last publish.
+                    self.rt.reclaim();
+                    continue;
+                }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut batch = vec![first];
@@ -408,10 +412,13 @@ impl Control {
         self.rt
     }
 
-    /// Applies a batch in order, saves once if anything changed, then answers.
+    /// Applies a batch in order, publishes what it changed in one snapshot, saves once if
+    /// anything changed, then answers: an answer is sent only once its change is visible to
+    /// workers.
     fn run_batch(&mut self, batch: Vec<Job>) {
         let mut answers: Vec<(Sender<Reply>, Result<serde_json::Value>, bool)> = Vec::new();
         let (mut dirty, mut ns_changed) = (false, false);
+        self.rt.begin_batch();
         for job in batch {
             let mutating = job.envelope.request.is_mutating();
             let result = self.run_one(&job.origin, &job.envelope).map(|(v, fx)| {
@@ -422,6 +429,7 @@ impl Control {
             dirty |= changed;
             answers.push((job.reply, result, changed));
         }
+        self.rt.end_batch();
         if ns_changed {
             // Before answering, so that `ns add` returns once the tenant socket exists.
             self.reconcile_tenants();

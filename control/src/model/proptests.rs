@@ -198,20 +198,22 @@ fn apply(m: &mut Model, op: &Op) -> Result<Changes> {
             Scope::Global,
         ),
         Op::RouteDel { caller, net: n } => m.route_del(NsId(caller), net(n)),
-        Op::Bind { caller, addr, port } => {
-            let a = [
-                Ipv4Addr::UNSPECIFIED,
-                Ipv4Addr::new(10, 0, 0, 1),
-                Ipv4Addr::new(10, 0, 0, 2),
-                Ipv4Addr::new(10, 0, 0, 255),
-                Ipv4Addr::new(192, 0, 2, 1),
-                Ipv4Addr::LOCALHOST,
-            ][addr];
-            m.sock_bind(NsId(caller), Proto::Udp, a, port, "echo")
-                .map(|r| r.1)
-        }
+        Op::Bind { caller, addr, port } => m
+            .sock_bind(NsId(caller), Proto::Udp, bind_addr(addr), port, "echo")
+            .map(|r| r.1),
         Op::Close { caller, sock } => m.sock_close(NsId(caller), SocketId(sock)),
     }
+}
+
+fn bind_addr(i: usize) -> Ipv4Addr {
+    [
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::new(10, 0, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 2),
+        Ipv4Addr::new(10, 0, 0, 255),
+        Ipv4Addr::new(192, 0, 2, 1),
+        Ipv4Addr::LOCALHOST,
+    ][i]
 }
 
 /// Every ifaddr has exactly one existing owner, and every namespace sees exactly what it owns
@@ -344,5 +346,94 @@ proptest! {
         let json = serde_json::to_string(&m).unwrap();
         let back: Model = serde_json::from_str(&json).unwrap();
         prop_assert!(back == m, "serde round trip changed the model");
+    }
+}
+
+/// `op` through a runtime, as the control thread runs requests: binds get a queue.
+fn apply_rt(
+    rt: &mut crate::runtime::Runtime,
+    op: &Op,
+    queues: &mut BTreeMap<SocketId, std::sync::Arc<l3ns_dataplane::socket::SocketQueue>>,
+) -> Result<()> {
+    match *op {
+        Op::Bind { caller, addr, port } => {
+            let (id, q) = rt.bind(NsId(caller), bind_addr(addr), port, "echo")?;
+            queues.insert(id, q);
+            Ok(())
+        }
+        _ => rt.apply("op", |m| apply(m, op).map(|c| ((), c))),
+    }
+}
+
+/// What the runtime publishes about sockets agrees with its model: every open socket's
+/// queue is attached and open, every closed one's is detached and closed.
+fn check_sockets(
+    rt: &crate::runtime::Runtime,
+    queues: &BTreeMap<SocketId, std::sync::Arc<l3ns_dataplane::socket::SocketQueue>>,
+) -> std::result::Result<(), TestCaseError> {
+    let t = rt.snapshot();
+    for (id, q) in queues {
+        let attached = t.socket_queue(*id);
+        if rt.model().socket(*id).is_some() {
+            prop_assert!(attached.is_some_and(|a| std::sync::Arc::ptr_eq(a, q)));
+            prop_assert!(rt.queue(*id).is_some_and(|r| std::sync::Arc::ptr_eq(r, q)));
+            prop_assert!(!q.is_closed(), "open socket {:?} has a closed queue", id);
+        } else {
+            prop_assert!(attached.is_none(), "closed socket {:?} still attached", id);
+            prop_assert!(rt.queue(*id).is_none());
+            prop_assert!(q.is_closed(), "closed socket {:?} has an open queue", id);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// The same operations applied in batches (cut at random; binds and closes of the same
+    /// socket in one batch included) and published once per batch give, at each batch's
+    /// end, the snapshot per-operation publishing gives, and it agrees with the model.
+    #[test]
+    fn batched_publish_equals_per_operation_publish(
+        ops in proptest::collection::vec(op(), 1..60),
+        cuts in proptest::collection::vec(proptest::bool::weighted(0.2), 60),
+        close_again in proptest::collection::vec(proptest::bool::weighted(0.3), 60),
+    ) {
+        use crate::runtime::Runtime;
+        let ports = || vec!["eth0".to_string(), "eth1".to_string()];
+        let mut seq = Runtime::new(start(), 1, ports(), 64);
+        let mut bat = Runtime::new(start(), 1, ports(), 64);
+        let (mut seq_q, mut bat_q) = (BTreeMap::new(), BTreeMap::new());
+        prop_assert!(seq.snapshot().content_diff(&bat.snapshot()).is_none());
+        bat.begin_batch();
+        let mut published = bat.version();
+        for (i, op) in ops.iter().enumerate() {
+            let a = apply_rt(&mut seq, op, &mut seq_q);
+            let b = apply_rt(&mut bat, op, &mut bat_q);
+            prop_assert_eq!(a.is_ok(), b.is_ok(), "{:?}: {:?} / {:?}", op, a, b);
+            if let (Op::Bind { caller, .. }, Ok(()), true) = (op, &b, close_again[i]) {
+                // Bound and closed in the same batch (when no cut falls in between).
+                let id = *bat_q.keys().next_back().unwrap();
+                seq.close(NsId(*caller), id).unwrap();
+                bat.close(NsId(*caller), id).unwrap();
+            }
+            prop_assert!(seq.model() == bat.model());
+            prop_assert_eq!(bat.version(), published, "published inside the batch");
+            if cuts[i] || i + 1 == ops.len() {
+                bat.end_batch();
+                prop_assert!(!bat.in_batch());
+                if let Err(e) = crate::publish::check_agreement(bat.model(), &bat.snapshot()) {
+                    return Err(TestCaseError::fail(format!("batch ending with {op:?}: {e}")));
+                }
+                if let Some(d) = seq.snapshot().content_diff(&bat.snapshot()) {
+                    return Err(TestCaseError::fail(format!("batch ending with {op:?}: {d}")));
+                }
+                check_sockets(&seq, &seq_q)?;
+                check_sockets(&bat, &bat_q)?;
+                published = bat.version();
+                bat.begin_batch();
+            }
+        }
+        bat.end_batch();
     }
 }

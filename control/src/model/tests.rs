@@ -288,7 +288,7 @@ fn r03_address_creation() {
     assert_eq!(ch.namespaces, vec![ROOT]);
     assert_eq!(ch.routes, vec![ROOT]);
     let ifa = m.ifaddr(eth0, ip(192, 168, 5, 9)).unwrap().clone();
-    assert_eq!(ifa.label, "eth0:web");
+    assert_eq!(&*ifa.label, "eth0:web");
     assert_eq!(ifa.broadcast, ip(192, 168, 7, 255));
     assert_eq!(ifa.owner, ROOT);
     // Label defaults to the device name; an explicit broadcast is kept.
@@ -304,7 +304,7 @@ fn r03_address_creation() {
     .unwrap();
     let ifa = m.addr_by_local(ROOT, ip(172, 16, 0, 1)).unwrap();
     assert_eq!(
-        (ifa.label.as_str(), ifa.broadcast, ifa.scope),
+        (&*ifa.label, ifa.broadcast, ifa.scope),
         ("eth1", ip(172, 16, 0, 255), Scope::Link)
     );
     // The same local on another device is a different ifaddr.

@@ -292,27 +292,52 @@ pub enum Dest {
     Unclaimed,
 }
 
-/// A fixed-size chunked vector of `Arc` chunks: updating one slot copies one chunk.
+/// A vector in two levels of shared slices: cloning it (every publish clones the snapshot)
+/// is one `Arc` increment; updating one slot copies the list of chunks once per snapshot
+/// (`len / CHUNK` pointers) and the one chunk the slot is in (`CHUNK` slots), and every
+/// other chunk stays shared with the previous snapshot. Each copied slot is a reference
+/// count to bump now and to drop with the old snapshot, on a line of its own: small chunks
+/// keep a publish from touching hundreds of them. A lookup is two dependent loads, as with
+/// a plain `Vec` of `Arc`s.
 #[derive(Clone, Debug)]
 struct Chunked<T> {
-    chunks: Vec<Arc<Vec<Option<T>>>>,
+    chunks: Arc<[Arc<[Option<T>]>]>,
 }
 
-const CHUNK: usize = 256;
+const CHUNK: usize = 32;
+
+/// `Arc::make_mut` for a shared slice (stable only from Rust 1.81 on for unsized types).
+fn make_mut_slice<T: Clone>(a: &mut Arc<[T]>) -> &mut [T] {
+    if Arc::get_mut(a).is_none() {
+        *a = a.iter().cloned().collect();
+    }
+    Arc::get_mut(a).expect("a slice just copied is not shared")
+}
 
 impl<T: Clone> Chunked<T> {
     fn new() -> Self {
-        Chunked { chunks: Vec::new() }
+        Chunked {
+            chunks: Arc::new([]),
+        }
     }
     #[inline]
     fn get(&self, i: usize) -> Option<&T> {
         self.chunks.get(i / CHUNK)?.get(i % CHUNK)?.as_ref()
     }
     fn set(&mut self, i: usize, v: Option<T>) {
-        while self.chunks.len() <= i / CHUNK {
-            self.chunks.push(Arc::new(vec![None; CHUNK]));
+        if v.is_none() && self.get(i).is_none() {
+            // Nothing to clear: copy nothing.
+            return;
         }
-        Arc::make_mut(&mut self.chunks[i / CHUNK])[i % CHUNK] = v;
+        let c = i / CHUNK;
+        if self.chunks.len() <= c {
+            let empty: Arc<[Option<T>]> = (0..CHUNK).map(|_| None).collect();
+            let mut grown: Vec<_> = self.chunks.iter().cloned().collect();
+            grown.resize(c + 1, empty);
+            self.chunks = grown.into();
+        }
+        let chunk = &mut make_mut_slice(&mut self.chunks)[c];
+        make_mut_slice(chunk)[i % CHUNK] = v;
     }
     fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flat_map(|c| c.iter().flatten())
@@ -574,11 +599,103 @@ impl OwnerTable {
                         + 16
                         + v.name.len()
                         + v.ifaddrs.capacity() * std::mem::size_of::<IfAddr>()
-                        + v.ifaddrs.iter().map(|i| i.label.capacity()).sum::<usize>()
+                        + v.ifaddrs.iter().map(|i| i.label.len()).sum::<usize>()
                         + v.bindings.capacity() * std::mem::size_of::<Binding>()
                 })
                 .sum::<usize>();
         (addr, ns)
+    }
+
+    /// The first difference between two snapshots' contents, ignoring the version and which
+    /// queue object a socket delivers into (only whether it has one): how tests check that
+    /// two ways of publishing the same changes give the same snapshot.
+    pub fn content_diff(&self, other: &OwnerTable) -> Option<String> {
+        // Families are compared by their L2, not by their place in the list (which depends
+        // on the order changes were applied in).
+        let devices = |t: &OwnerTable| -> Vec<Option<(Device, NsId)>> {
+            let mut v: Vec<_> = t
+                .devices
+                .iter()
+                .map(|d| {
+                    d.as_ref()
+                        .map(|d| (d.device.clone(), t.families[d.family].l2))
+                })
+                .collect();
+            while v.last() == Some(&None) {
+                v.pop();
+            }
+            v
+        };
+        if devices(self) != devices(other) {
+            return Some(format!(
+                "devices differ: {:?} / {:?}",
+                devices(self),
+                devices(other)
+            ));
+        }
+        fn by_l2(t: &OwnerTable) -> Vec<&Family> {
+            let mut v: Vec<&Family> = t.families.iter().collect();
+            v.sort_by_key(|f| f.l2);
+            v
+        }
+        let (fa, fb) = (by_l2(self), by_l2(other));
+        if fa.len() != fb.len() {
+            return Some("not the same number of families".into());
+        }
+        for (a, b) in fa.into_iter().zip(fb) {
+            let sorted = |m: &ShardedMap<u32, AddrEntry>| {
+                let mut v: Vec<_> = m.iter().collect();
+                v.sort_unstable_by_key(|(k, _)| *k);
+                v
+            };
+            let sorted_b = |m: &ShardedMap<u64, u32>| {
+                let mut v: Vec<_> = m.iter().collect();
+                v.sort_unstable();
+                v
+            };
+            if a.l2 != b.l2 {
+                return Some(format!("families differ: {} / {}", a.l2, b.l2));
+            }
+            if sorted(&a.unicast) != sorted(&b.unicast) || a.unicast.len() != b.unicast.len() {
+                return Some(format!("family {}: unicast tables differ", a.l2));
+            }
+            if a.dups != b.dups {
+                return Some(format!("family {}: duplicate lists differ", a.l2));
+            }
+            if sorted_b(&a.bcast) != sorted_b(&b.bcast) {
+                return Some(format!("family {}: broadcast counts differ", a.l2));
+            }
+            if a.routes != b.routes {
+                return Some(format!("family {}: routes differ", a.l2));
+            }
+            if a.listeners != b.listeners {
+                return Some(format!(
+                    "family {}: listeners differ: {:?} / {:?}",
+                    a.l2, a.listeners, b.listeners
+                ));
+            }
+        }
+        let views = |t: &OwnerTable| -> Vec<NsView> { t.namespaces().cloned().collect() };
+        if views(self) != views(other) {
+            return Some(format!(
+                "namespace views differ:\n{:?}\n{:?}",
+                views(self),
+                views(other)
+            ));
+        }
+        let attached = |t: &OwnerTable| -> Vec<usize> {
+            (0..t.sockets.chunks.len() * CHUNK)
+                .filter(|i| t.sockets.get(*i).is_some())
+                .collect()
+        };
+        if attached(self) != attached(other) {
+            return Some(format!(
+                "attached sockets differ: {:?} / {:?}",
+                attached(self),
+                attached(other)
+            ));
+        }
+        None
     }
 
     // ---- writes used by the control thread's publisher ----------------------------------
@@ -612,11 +729,21 @@ impl OwnerTable {
         let key = u32::from(local);
         let fi = self.family_index(l2);
         let f = &mut self.families[fi];
-        for old in f.entries(local) {
-            f.bcast_add(old.dev, old.broadcast, -1);
-        }
-        for new in entries {
-            f.bcast_add(new.dev, new.broadcast, 1);
+        let old = f.entries(local);
+        let same_bcast = old.len() == entries.len()
+            && old
+                .iter()
+                .zip(entries)
+                .all(|(o, n)| (o.dev, o.broadcast) == (n.dev, n.broadcast));
+        // A move (push, pull) changes owners only: the broadcast counts stay, and their
+        // shard is not copied.
+        if !same_bcast {
+            for old in &old {
+                f.bcast_add(old.dev, old.broadcast, -1);
+            }
+            for new in entries {
+                f.bcast_add(new.dev, new.broadcast, 1);
+            }
         }
         let had_dups = f.dups.contains_key(&key);
         match entries {
@@ -668,17 +795,18 @@ impl OwnerTable {
     /// Adds or replaces a namespace's view (bindings are sorted here).
     pub fn set_namespace(&mut self, mut view: NsView) {
         view.normalize();
-        let old = self.namespace(view.id).cloned();
+        // The old view's `Arc`, not a deep copy of it.
+        let old = self.namespaces.get(view.id.0 as usize).cloned();
         let fi = self.family_index(view.family);
-        self.update_listeners(fi, old.as_ref(), Some(&view));
+        self.update_listeners(fi, old.as_deref(), Some(&view));
         self.namespaces
             .set(view.id.0 as usize, Some(Arc::new(view)));
     }
 
     pub fn remove_namespace(&mut self, ns: NsId) {
-        if let Some(old) = self.namespace(ns).cloned() {
+        if let Some(old) = self.namespaces.get(ns.0 as usize).cloned() {
             let fi = self.family_index(old.family);
-            self.update_listeners(fi, Some(&old), None);
+            self.update_listeners(fi, Some(&*old), None);
             self.namespaces.set(ns.0 as usize, None);
         }
     }
@@ -729,7 +857,7 @@ mod tests {
         let local = ip(local);
         IfAddr {
             dev,
-            label: format!("eth{}", dev.0 - 1),
+            label: format!("eth{}", dev.0 - 1).into(),
             local,
             prefix,
             broadcast: Ipv4Addr::from(u32::from(local) | !crate::types::prefix_mask(prefix)),

@@ -134,11 +134,25 @@ impl<K: Key, V: Copy + Default> Shard<K, V> {
     }
 }
 
-/// The map. Cloning it is 64 `Arc` clones; mutation copies only the touched shard.
+/// The map. Cloning it is one `Arc` clone (the shard list is shared too); the first
+/// mutation of a clone copies the list of 64 shard pointers, and each mutation copies only
+/// the shard it touches.
 #[derive(Clone, Debug)]
 pub struct ShardedMap<K, V> {
-    shards: Box<[Arc<Shard<K, V>>]>,
+    shards: Arc<[Arc<Shard<K, V>>]>,
     len: usize,
+}
+
+/// The shard `s` of `shards`, unshared (copying the list and the shard if they are shared).
+fn shard_mut<K: Clone, V: Clone>(
+    shards: &mut Arc<[Arc<Shard<K, V>>]>,
+    s: usize,
+) -> &mut Shard<K, V> {
+    if Arc::get_mut(shards).is_none() {
+        *shards = shards.iter().cloned().collect();
+    }
+    let list = Arc::get_mut(shards).expect("a list just copied is not shared");
+    Arc::make_mut(&mut list[s])
 }
 
 impl<K: Key, V: Copy + Default> Default for ShardedMap<K, V> {
@@ -181,7 +195,7 @@ impl<K: Key + std::fmt::Debug, V: Copy + Default + std::fmt::Debug> ShardedMap<K
     pub fn insert(&mut self, k: K, v: V) -> Option<V> {
         assert!(k != K::EMPTY, "the empty key cannot be stored");
         let s = Self::shard_of(k.hash64());
-        let old = Arc::make_mut(&mut self.shards[s]).insert(k, v);
+        let old = shard_mut(&mut self.shards, s).insert(k, v);
         if old.is_none() {
             self.len += 1;
         }
@@ -195,7 +209,7 @@ impl<K: Key + std::fmt::Debug, V: Copy + Default + std::fmt::Debug> ShardedMap<K
         let s = Self::shard_of(k.hash64());
         // Avoid copying a shared shard for a key it does not hold.
         self.shards[s].find(k, k.hash64()).ok()?;
-        let old = Arc::make_mut(&mut self.shards[s]).remove(k);
+        let old = shard_mut(&mut self.shards, s).remove(k);
         if old.is_some() {
             self.len -= 1;
         }
