@@ -96,6 +96,35 @@ impl Changes {
         add(&mut self.closed_sockets, other.closed_sockets);
     }
 
+    /// Appends `other` without removing repeats: constant time per entry, for accumulating a
+    /// long batch; call [`Changes::dedup`] once at the end. (`merge` scans what is already
+    /// there, which made a batch of n operations cost n².)
+    pub fn append(&mut self, mut other: Changes) {
+        self.addrs.append(&mut other.addrs);
+        self.namespaces.append(&mut other.namespaces);
+        self.routes.append(&mut other.routes);
+        self.devices |= other.devices;
+        self.removed_namespaces
+            .append(&mut other.removed_namespaces);
+        self.closed_sockets.append(&mut other.closed_sockets);
+    }
+
+    /// Keeps the first occurrence of every entry, in order: `append`s followed by `dedup`
+    /// equal the same `merge`s.
+    pub fn dedup(&mut self) {
+        fn keep_first<T: Copy + Eq + std::hash::Hash>(v: &mut Vec<T>) {
+            if v.len() > 1 {
+                let mut seen = std::collections::HashSet::with_capacity(v.len());
+                v.retain(|x| seen.insert(*x));
+            }
+        }
+        keep_first(&mut self.addrs);
+        keep_first(&mut self.namespaces);
+        keep_first(&mut self.routes);
+        keep_first(&mut self.removed_namespaces);
+        keep_first(&mut self.closed_sockets);
+    }
+
     fn touch_ns(&mut self, ns: NsId) {
         if !self.namespaces.contains(&ns) {
             self.namespaces.push(ns);

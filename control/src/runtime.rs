@@ -156,7 +156,8 @@ impl Runtime {
     /// Publishes what the open batch changed so far, now (nothing if nothing is pending);
     /// the batch stays open.
     pub fn flush(&mut self) {
-        let changes = std::mem::take(&mut self.pending);
+        let mut changes = std::mem::take(&mut self.pending);
+        changes.dedup();
         let attach = std::mem::take(&mut self.pending_attach);
         self.publish_now(&changes, &attach);
     }
@@ -199,7 +200,7 @@ impl Runtime {
             self.pending_attach
                 .retain(|(id, _)| !changes.closed_sockets.contains(id));
         }
-        self.pending.merge(changes);
+        self.pending.append(changes);
         self.pending_attach.extend(attach);
     }
 

@@ -78,12 +78,19 @@ pub struct Shared {
     pub stop: AtomicBool,
 }
 
+/// Empty batches a worker's pool keeps for reuse. The pool is first in, first out, so every
+/// batch it holds takes its turn: a small pool keeps the few batches in circulation hot in
+/// the caches (measured: 4,096 let thousands of cold batches rotate once a slow consumer had
+/// made the worker allocate them — a cache miss per packet written). A batch returned to a
+/// full pool is freed; an empty pool makes the worker allocate one.
+const BATCHES_KEPT: usize = 16;
+
 impl Shared {
     pub fn new(table: Arc<ArcSwap<OwnerTable>>, workers: usize, send_depth: usize) -> Arc<Self> {
         Arc::new(Shared {
             table,
             sends: ArrayQueue::new(send_depth.max(1)),
-            pools: BatchPools::new(workers, 4096),
+            pools: BatchPools::new(workers, BATCHES_KEPT),
             neigh: NeighTable::default(),
             stop: AtomicBool::new(false),
         })

@@ -107,6 +107,10 @@ fn setup(args: &Args) -> Setup {
     let shared_q = rt.new_shared_queue(1 << 16);
     let queues = vec![shared_q.clone()];
     let mut names = Vec::new();
+    // Like the daemon loading a configuration: every change of the set-up in one batch,
+    // published once (one publish per operation made the set-up quadratic in the number of
+    // sockets on a port: each rebuilt the port's listener list).
+    rt.begin_batch();
     for ns in 0..args.namespaces {
         let name = format!("t{ns}");
         let id = rt
@@ -135,6 +139,7 @@ fn setup(args: &Args) -> Setup {
         }
         names.push(name);
     }
+    rt.end_batch();
     Setup {
         rt,
         dev,

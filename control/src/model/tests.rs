@@ -737,3 +737,29 @@ fn push_pull_at_100k_addresses() {
     m.ns_del(ROOT, "web1").unwrap();
     assert_eq!(m.owned_by(ROOT).count(), 100_000);
 }
+
+#[test]
+fn changes_append_then_dedup_equals_merge() {
+    let (mut m, _, _) = setup();
+    let ops: Vec<Changes> = vec![
+        m.addr_push(ROOT, "eth0", ip(10, 0, 0, 2), None, "web1")
+            .unwrap(),
+        m.addr_pull(ROOT, "eth0", ip(10, 0, 0, 2), None, "web1")
+            .unwrap(),
+        m.addr_push(ROOT, "eth0", ip(10, 0, 0, 3), None, "web1")
+            .unwrap(),
+        m.addr_push(ROOT, "eth0", ip(10, 0, 0, 2), None, "web1")
+            .unwrap(),
+    ];
+    let (mut merged, mut appended) = (Changes::default(), Changes::default());
+    for c in ops {
+        merged.merge(c.clone());
+        appended.append(c);
+    }
+    assert!(
+        appended.addrs.len() > merged.addrs.len(),
+        "repeats before dedup"
+    );
+    appended.dedup();
+    assert_eq!(appended, merged);
+}
