@@ -385,6 +385,7 @@ pub fn run<P: Port>(port: &mut P, p: &Profile, ctx: RunContext<'_>) -> Result<Re
             mbps: sent_bytes as f64 * 8.0 / secs / 1e6,
             by_kind: kinds(&by_kind),
             tx_ring_full: ring_full,
+            device_dropped: None,
         },
         received: Received {
             packets: rx.c.packets,
