@@ -132,7 +132,7 @@ def task_cpu(pid):
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    ns_total, per = 0, {}
+    ns_total, per, switches = 0, {}, {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -148,7 +148,14 @@ def task_cpu(pid):
         ns_total += ns
         key = f"{comm}/{tid}"
         per[key] = ns
-    return {"utime": int(fields[11]), "stime": int(fields[12]), "ns": ns_total, "threads": per}
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                switches[key] = sum(int(line.split()[1]) for line in f
+                                    if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")))
+        except (OSError, ValueError, IndexError):
+            pass
+    return {"utime": int(fields[11]), "stime": int(fields[12]), "ns": ns_total, "threads": per,
+            "switches": switches}
 
 
 def cpu_delta(a, b):
@@ -156,8 +163,10 @@ def cpu_delta(a, b):
     if a is None or b is None:
         return None
     threads = {k: (b["threads"][k] - a["threads"].get(k, 0)) / 1e9 for k in b["threads"]}
+    switches = {k: b["switches"][k] - a["switches"].get(k, 0) for k in b.get("switches", {})}
     return {"user_s": (b["utime"] - a["utime"]) / TICK, "sys_s": (b["stime"] - a["stime"]) / TICK,
-            "oncpu_s": (b["ns"] - a["ns"]) / 1e9, "threads_oncpu_s": threads}
+            "oncpu_s": (b["ns"] - a["ns"]) / 1e9, "threads_oncpu_s": threads,
+            "threads_context_switches": switches}
 
 
 def proc_stat_cpu():
@@ -169,6 +178,16 @@ def proc_stat_cpu():
                 names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
                 return dict(zip(names, v))
     raise RuntimeError("no cpu line in /proc/stat")
+
+
+def cpu_shares(a, b):
+    """Machine-wide shares of two proc_stat_cpu() readings: busy (user+nice+system+irq+
+    softirq), idle and steal (time the hypervisor ran something else on our vCPUs)."""
+    d = {k: b[k] - a[k] for k in a}
+    total = sum(d.values()) or 1
+    busy = d["user"] + d["nice"] + d["system"] + d["irq"] + d["softirq"]
+    return {"busy": busy / total, "idle": (d["idle"] + d["iowait"]) / total,
+            "steal": d["steal"] / total}
 
 
 TICK = os.sysconf("SC_CLK_TCK")
