@@ -475,6 +475,7 @@ def run_l3ns(mode, n, rate, seconds, idle_sleep_us, d, rep):
         "softirq_s": (s1 - s0) / common.TICK, "proc_user_s": cpu["user_s"],
         "proc_sys_s": cpu["sys_s"], "proc_oncpu_s": cpu["oncpu_s"],
         "threads_oncpu_s": cpu["threads_oncpu_s"], "thread_affinity": affinity,
+        "threads_context_switches": cpu["threads_context_switches"],
     }
 
 
@@ -595,6 +596,7 @@ def main():
                     todo.append(("afpacket", args.afpacket_idle_sleep_us))
                 for mode, idle in todo:
                     load = common.loadavg()[0]
+                    cpu0 = common.proc_stat_cpu()
                     try:
                         if mode == "kernel":
                             r = run_kernel(n, args.rate, args.seconds, d, args.receiver)
@@ -606,7 +608,8 @@ def main():
                              "error": str(e)[-600:]}
                         print(f"N={n} rep {rep} {mode} idle {idle}: FAILED {e}", flush=True)
                     r.update(rep=rep, rate=args.rate, seconds=args.seconds,
-                             loadavg_1m_at_start=load)
+                             loadavg_1m_at_start=load,
+                             machine_cpu_shares=common.cpu_shares(cpu0, common.proc_stat_cpu()))
                     per_packet(r)
                     runs.append(r)
                     if "us_total" in r:
