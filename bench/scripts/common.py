@@ -11,10 +11,43 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 RESULTS = os.path.join(REPO, "bench", "results")
 # Binaries: $L3NS_BIN_DIR, else target/release of the repository.
 BIN_DIR = os.environ.get("L3NS_BIN_DIR", os.path.join(REPO, "target", "release"))
+# Binaries built with --features dpdk: $L3NS_DPDK_BIN_DIR (default /tmp/tgt-dpdk/release).
+DPDK_BIN_DIR = os.environ.get("L3NS_DPDK_BIN_DIR", "/tmp/tgt-dpdk/release")
+HUGEPAGES = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+HUGEPAGES_FREE = "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
 
 
 def binary(name):
     return os.path.join(BIN_DIR, name)
+
+
+def dpdk_binary(name):
+    return os.path.join(DPDK_BIN_DIR, name)
+
+
+class Hugepages:
+    """Raises nr_hugepages so that `free_pages` 2 MiB pages are free; `restore()` puts the
+    old value back (only if it was changed)."""
+
+    def __init__(self, free_pages):
+        with open(HUGEPAGES) as f:
+            self.before = int(f.read().strip() or 0)
+        with open(HUGEPAGES_FREE) as f:
+            free = int(f.read().strip() or 0)
+        self.changed = False
+        if free < free_pages:
+            with open(HUGEPAGES, "w") as f:
+                f.write(str(self.before + free_pages - free))
+            self.changed = True
+
+    def restore(self):
+        if self.changed:
+            try:
+                with open(HUGEPAGES, "w") as f:
+                    f.write(str(self.before))
+            except OSError:
+                pass
+            self.changed = False
 
 
 def loadavg():
@@ -89,6 +122,53 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
+def task_cpu(pid):
+    """CPU of every thread of a process: utime and stime ticks of the whole process (its live
+    and exited threads, /proc/PID/stat, sampled at the scheduler tick) and the sum of the live
+    threads' on-CPU nanoseconds (/proc/PID/task/*/schedstat, exact), with a per-thread
+    breakdown {comm: ns}. None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ns_total, per, switches = 0, {}, {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        tids = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ns = int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except (OSError, ValueError, IndexError):
+            continue
+        ns_total += ns
+        key = f"{comm}/{tid}"
+        per[key] = ns
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                switches[key] = sum(int(line.split()[1]) for line in f
+                                    if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")))
+        except (OSError, ValueError, IndexError):
+            pass
+    return {"utime": int(fields[11]), "stime": int(fields[12]), "ns": ns_total, "threads": per,
+            "switches": switches}
+
+
+def cpu_delta(a, b):
+    """Seconds of CPU between two task_cpu() readings: user and sys (ticks), and on-CPU (ns)."""
+    if a is None or b is None:
+        return None
+    threads = {k: (b["threads"][k] - a["threads"].get(k, 0)) / 1e9 for k in b["threads"]}
+    switches = {k: b["switches"][k] - a["switches"].get(k, 0) for k in b.get("switches", {})}
+    return {"user_s": (b["utime"] - a["utime"]) / TICK, "sys_s": (b["stime"] - a["stime"]) / TICK,
+            "oncpu_s": (b["ns"] - a["ns"]) / 1e9, "threads_oncpu_s": threads,
+            "threads_context_switches": switches}
+
+
 def proc_stat_cpu():
     """Aggregate /proc/stat 'cpu' line as a dict of ticks."""
     with open("/proc/stat") as f:
@@ -98,6 +178,16 @@ def proc_stat_cpu():
                 names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
                 return dict(zip(names, v))
     raise RuntimeError("no cpu line in /proc/stat")
+
+
+def cpu_shares(a, b):
+    """Machine-wide shares of two proc_stat_cpu() readings: busy (user+nice+system+irq+
+    softirq), idle and steal (time the hypervisor ran something else on our vCPUs)."""
+    d = {k: b[k] - a[k] for k in a}
+    total = sum(d.values()) or 1
+    busy = d["user"] + d["nice"] + d["system"] + d["irq"] + d["softirq"]
+    return {"busy": busy / total, "idle": (d["idle"] + d["iowait"]) / total,
+            "steal": d["steal"] / total}
 
 
 TICK = os.sysconf("SC_CLK_TCK")

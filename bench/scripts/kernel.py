@@ -1,23 +1,35 @@
 #!/usr/bin/python3
-"""Comparison 4: CPU per delivered packet, Linux kernel vs l3nsd (AF_PACKET), same traffic.
+"""Comparison 4: CPU per delivered packet, Linux kernel vs l3nsd, the same traffic offered.
 
-Topology (created per run, removed on exit, addresses in 10.95.0.0/16 only):
-  netns l3cmp-g: veth g0 (10.95.255.254) <-> veth h0 in netns l3cmp-h.
-- kernel: N macvlans (bridge mode) on h0, macvlan i moved to netns l3cmp-n<i> with
-  10.95.<1+i//250>.<1+i%250>/16; in each, one python3 process bound on 0.0.0.0:9 counting.
-- l3ns: l3nsd in netns l3cmp-h, port on h0 (backend afpacket), N L3 namespaces each owning
-  the same address and a sink socket on 0.0.0.0:9 (dataplane.idle_sleep_us as given).
-Traffic (both): a python3 AF_PACKET generator in l3cmp-g sends 60-byte UDP frames to port 9,
-round robin over the N addresses, at --rate frames/s for --seconds (bounded in count and
-time). Only the destination MAC differs: the macvlan's own MAC (kernel) or h0's (l3ns).
-The generator's own CPU is not counted on either side.
-Measured over the generator's run (+0.3 s): softirq ticks from /proc/stat (whole machine),
-the receivers' utime/stime (kernel) or l3nsd's utime/stime (l3ns) from /proc/PID/stat;
-delivered = the receivers' counts (kernel) or the namespaces' `delivered` (l3nsctl stats).
-Writes bench/results/kernel.json.
+Every mode gets the same frames from the same generator, `l3ns-pktgen` (pinned to core 1):
+64-byte UDP frames (60 bytes without FCS, 18-byte payload) from 10.95.255.254:1234 to port 9,
+round robin over the N destination addresses 10.95.1.1, 10.95.1.2, ..., in bursts of 32 at
+--rate frames/s, rate * --seconds frames. Modes:
+- kernel: netns l3cmp-g, veth g0 (generator, AF_PACKET) <-> h0 in netns l3cmp-h (the veth
+  receive path runs in the generator's context, on core 1, unless --rps-cpus); N macvlans
+  (bridge) on h0, macvlan i in netns l3cmp-n<i> with address i, one receiver process on
+  0.0.0.0:9 in each (C, recvmmsg batches of 64, blocking; --receiver python for the old one).
+  The generator sends each namespace's frames to its macvlan's MAC (unicast.dst_macs).
+- memif: l3nsd with a DPDK net_memif server port (worker on core 0, dataplane.idle_sleep_us
+  from --memif-idle-sleep-us), N L3 namespaces owning address i with a sink socket on
+  0.0.0.0:9 each; the generator is the memif client (--backend dpdk), resolves l3nsd's MAC with
+  ARP (which also waits for the link). No kernel networking on the packet path.
+- afpacket: the same l3nsd configuration on h0 (backend afpacket) behind the veth above; the
+  generator sends to h0's MAC.
+Measured from the generator's first burst to 0.3 s after its last (its "sending on" and
+"sent N frames" lines):
+softirq ticks from /proc/stat (whole machine, tick-sampled: this kernel has no
+IRQ_TIME_ACCOUNTING), and the receivers' (kernel) or l3nsd's (l3ns) CPU: utime + stime of the
+whole process (/proc/PID/stat, every thread) and the exact on-CPU time of its threads
+(/proc/PID/task/*/schedstat). The generator's own CPU is counted on neither side.
+Delivered: the receivers' counts (kernel), the namespaces' `delivered` (l3nsctl stats, read
+before the generator leaves); sent: the unicast frames the generator handed to its port
+(a frame the memif device refused at flush, `device_dropped`, shows as a loss).
+Writes bench/results/<--out>.
 """
 
 import argparse
+import ipaddress
 import json
 import os
 import shutil
@@ -25,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -32,73 +45,82 @@ import common  # noqa: E402
 
 PY = "/usr/bin/python3"
 GEN_NS, HOST_NS = "l3cmp-g", "l3cmp-h"
+GEN_CORE = "1"
+# Receive packet steering on h0 (hex CPU mask, "0" = off): where the veth receive path runs.
+RPS = {"cpus": "0"}
+SERVER_MAC = "02:00:00:00:5f:01"
 procs = []
 netns_made = []
 
-RECEIVER = r"""
-import socket, sys, time
+RECEIVER_C = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#define BATCH 64
+static volatile sig_atomic_t stop;
+static void on_term(int s) { (void)s; stop = 1; }
+
+/* Binds 0.0.0.0:9, receives with blocking recvmmsg (wakes on the first datagram, takes up to
+   64), counts; prints "ready", and the count on SIGTERM. */
+int main(void) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    int buf = 1 << 20;
+    struct timeval tv = {0, 200000};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(9)};
+    static char data[BATCH][2048];
+    struct iovec iov[BATCH];
+    struct mmsghdr m[BATCH];
+    struct sigaction sa = {.sa_handler = on_term};
+    unsigned long long n = 0;
+    sigaction(SIGTERM, &sa, NULL);
+    setsockopt(s, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (bind(s, (struct sockaddr *)&a, sizeof a) != 0) { perror("bind"); return 1; }
+    memset(m, 0, sizeof m);
+    for (int i = 0; i < BATCH; i++) {
+        iov[i].iov_base = data[i];
+        iov[i].iov_len = sizeof data[i];
+        m[i].msg_hdr.msg_iov = &iov[i];
+        m[i].msg_hdr.msg_iovlen = 1;
+    }
+    printf("ready\n");
+    fflush(stdout);
+    while (!stop) {
+        int r = recvmmsg(s, m, BATCH, MSG_WAITFORONE, NULL);
+        if (r > 0) n += (unsigned)r;
+    }
+    printf("%llu\n", n);
+    return 0;
+}
+"""
+
+RECEIVER_PY = r"""
+import signal, socket
+stop = False
+def term(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, term)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
 s.bind(("0.0.0.0", 9))
 s.settimeout(0.2)
-deadline = time.time() + float(sys.argv[1])
 n = 0
 print("ready", flush=True)
-while time.time() < deadline:
+while not stop:
     try:
         while True:
             s.recv(2048)
             n += 1
-    except socket.timeout:
+    except (socket.timeout, InterruptedError):
         pass
 print(n, flush=True)
-"""
-
-GENERATOR = r"""
-import socket, struct, sys, time
-iface, dsts, rate, seconds = sys.argv[1], sys.argv[2].split(","), float(sys.argv[3]), float(sys.argv[4])
-src_mac = bytes.fromhex(open(f"/sys/class/net/{iface}/address").read().strip().replace(":", ""))
-src_ip = socket.inet_aton("10.95.255.254")
-def csum(b):
-    if len(b) % 2: b += b"\0"
-    s = sum(struct.unpack(f"!{len(b)//2}H", b))
-    while s >> 16: s = (s & 0xffff) + (s >> 16)
-    return (~s) & 0xffff
-frames = []
-for d in dsts:
-    mac, ip = d.split("@")
-    dip = socket.inet_aton(ip)
-    payload = b"\xab" * 18
-    udp_len = 8 + len(payload)
-    ph = src_ip + dip + struct.pack("!BBH", 0, 17, udp_len)
-    udp = struct.pack("!HHHH", 1234, 9, udp_len, 0) + payload
-    uc = csum(ph + udp) or 0xffff
-    udp = struct.pack("!HHHH", 1234, 9, udp_len, uc) + payload
-    iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, 0, 0x4000, 64, 17, 0, src_ip, dip)
-    iph = iph[:10] + struct.pack("!H", csum(iph)) + iph[12:]
-    frames.append(bytes.fromhex(mac.replace(":", "")) + src_mac + b"\x08\x00" + iph + udp)
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind((iface, 0))
-total = int(rate * seconds)
-burst = 32
-sent = 0
-t0 = time.time()
-k = 0
-nf = len(frames)
-while sent < total and time.time() - t0 < seconds + 2:
-    due = (time.time() - t0) * rate
-    if sent >= due:
-        time.sleep(min(0.002, (sent - due) / rate + 1e-4))
-        continue
-    for _ in range(min(burst, total - sent)):
-        try:
-            s.send(frames[k])
-        except OSError:
-            pass
-        k += 1
-        if k == nf: k = 0
-        sent += 1
-print(sent, time.time() - t0, flush=True)
 """
 
 
@@ -107,7 +129,7 @@ def sh(*cmd, check=True):
 
 
 def addr(i):
-    return f"10.95.{1 + i // 250}.{1 + i % 250}"
+    return str(ipaddress.IPv4Address("10.95.1.1") + i)
 
 
 def cleanup():
@@ -132,6 +154,7 @@ def mkns(name):
 
 
 def base_topology():
+    """g0 (generator, netns l3cmp-g) <-> h0 (netns l3cmp-h); returns h0's MAC."""
     mkns(GEN_NS)
     mkns(HOST_NS)
     sh("ip", "-n", GEN_NS, "link", "add", "g0", "type", "veth", "peer", "name", "h0",
@@ -139,6 +162,8 @@ def base_topology():
     sh("ip", "-n", GEN_NS, "addr", "add", "10.95.255.254/16", "dev", "g0")
     sh("ip", "-n", GEN_NS, "link", "set", "g0", "up")
     sh("ip", "-n", HOST_NS, "link", "set", "h0", "up")
+    sh("ip", "netns", "exec", HOST_NS, "sh", "-c",
+       f"echo {RPS['cpus']} > /sys/class/net/h0/queues/rx-0/rps_cpus")
     return sh("ip", "netns", "exec", HOST_NS, "cat", "/sys/class/net/h0/address").stdout.strip()
 
 
@@ -146,18 +171,122 @@ def softirq():
     return common.proc_stat_cpu()["softirq"]
 
 
-def generator(dsts, rate, seconds):
-    p = subprocess.Popen(["timeout", "-k", "3", str(seconds + 10), "ip", "netns", "exec", GEN_NS,
-                          PY, "-c", GENERATOR, "g0", ",".join(dsts), str(rate), str(seconds)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    procs.append(p)
-    return p
+def write_profile(d, n, rate, seconds, dst_mac, dst_macs=None, drain=0.3):
+    path = os.path.join(d, "profile.toml")
+    macs = ""
+    if dst_macs:
+        macs = "dst_macs = [" + ", ".join(f'"{m}"' for m in dst_macs) + "]\n"
+    with open(path, "w") as f:
+        f.write(f"""name = "kernel-cmp"
+[frame]
+dst_mac = "{dst_mac}"
+src_mac = "auto"
+src_ip = "10.95.255.254"
+src_port = 1234
+src_ports = 1
+dst_port = 9
+frame_size = 64
+echo = false
+[unicast]
+namespaces = {n}
+addresses_per_namespace = 1
+base = "10.95.1.0"
+first = 1
+stride = 1
+{macs}[mix]
+unicast = 100
+[run]
+rate = {rate}
+count = {int(rate * seconds)}
+duration = {seconds + 2}
+burst = 32
+drain = {drain}
+resolve_timeout = 20.0
+""")
+    return path
 
 
-def run_kernel(n, rate, seconds):
+class Generator:
+    """l3ns-pktgen on core 1; `started` is set at its "sending on" line (first burst),
+    `done` at its "sent N frames" line (last burst)."""
+
+    def __init__(self, cmd, log_path):
+        self.log = open(log_path, "w")
+        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  stdin=subprocess.DEVNULL, text=True, errors="replace")
+        procs.append(self.p)
+        self.started = threading.Event()
+        self.done = threading.Event()
+        self.th = threading.Thread(target=self._read_stderr, daemon=True)
+        self.th.start()
+
+    def _read_stderr(self):
+        for line in self.p.stderr:
+            self.log.write(line)
+            if "sending on" in line:
+                self.started.set()
+            elif line.startswith("l3ns-pktgen: sent "):
+                self.done.set()
+
+    def wait_started(self, timeout):
+        deadline = time.monotonic() + timeout
+        while not self.started.wait(0.05):
+            if self.p.poll() is not None or time.monotonic() > deadline:
+                self.p.kill()
+                out = self.p.stdout.read()
+                self.th.join(2)
+                self.log.flush()
+                raise RuntimeError(f"l3ns-pktgen did not start sending: {out[-300:]!r} "
+                                   + open(self.log.name).read()[-800:])
+
+    def wait_done(self, seconds):
+        """Waits for the last burst (at most 2 * seconds + 5 s), then 0.3 s for the frames
+        in flight to be processed."""
+        self.done.wait(2 * seconds + 5)
+        time.sleep(0.3)
+
+    def report(self, timeout):
+        out, _ = self.p.communicate(timeout=timeout)
+        self.th.join(2)
+        self.log.close()
+        return json.loads(out)
+
+
+def pktgen_afpacket(profile, log):
+    return Generator(["timeout", "-k", "3", "60", "ip", "netns", "exec", GEN_NS, "taskset", "-c",
+                      GEN_CORE, common.dpdk_binary("l3ns-pktgen"), "--backend", "afpacket",
+                      "--iface", "g0", "--profile", profile, "--json"], log)
+
+
+def pktgen_memif(profile, sock, prefix, log):
+    eal = (f"--no-pci --in-memory -m 256 --file-prefix {prefix} -l {GEN_CORE} "
+           f"--log-level lib.eal:error --vdev net_memif0,role=client,socket={sock}")
+    return Generator(["timeout", "-k", "3", "90", "taskset", "-c", GEN_CORE,
+                      common.dpdk_binary("l3ns-pktgen"), "--backend", "dpdk", "--device",
+                      "net_memif0", "--dpdk-args", eal, "--profile", profile, "--json"], log)
+
+
+def sent_of(rep):
+    # device_dropped (DPDK): frames refused at flush, here the ARP requests sent before the
+    # memif link was up (data frames only start once l3nsd has answered one); kept apart.
+    return rep["sent"]["by_kind"]["unicast"], rep["sent"].get("device_dropped")
+
+
+def receiver_binary(d, kind):
+    if kind == "python":
+        return [PY, "-c", RECEIVER_PY]
+    exe = os.path.join(d, "l3cmp-recv")
+    if not os.path.exists(exe):
+        src = exe + ".c"
+        with open(src, "w") as f:
+            f.write(RECEIVER_C)
+        sh("cc", "-O2", "-Wall", "-o", exe, src)
+    return [exe]
+
+
+def run_kernel(n, rate, seconds, d, receiver):
     base_topology()
-    dsts = []
-    recv = []
+    macs = []
     for i in range(n):
         ns = f"l3cmp-n{i}"
         mkns(ns)
@@ -166,71 +295,81 @@ def run_kernel(n, rate, seconds):
         sh("ip", "-n", HOST_NS, "link", "set", f"mv{i}", "netns", ns)
         sh("ip", "-n", ns, "addr", "add", addr(i) + "/16", "dev", f"mv{i}")
         sh("ip", "-n", ns, "link", "set", f"mv{i}", "up")
-        mac = sh("ip", "netns", "exec", ns, "cat", f"/sys/class/net/mv{i}/address").stdout.strip()
-        dsts.append(f"{mac}@{addr(i)}")
+        macs.append(sh("ip", "netns", "exec", ns, "cat", f"/sys/class/net/mv{i}/address")
+                    .stdout.strip())
+    recv = []
     for i in range(n):
-        p = subprocess.Popen(["ip", "netns", "exec", f"l3cmp-n{i}", PY, "-c", RECEIVER,
-                              str(seconds + 3)], stdout=subprocess.PIPE, text=True)
+        # `ip netns exec` execs the program: the Popen pid is the receiver's.
+        p = subprocess.Popen(["ip", "netns", "exec", f"l3cmp-n{i}"] + receiver_binary(d, receiver),
+                             stdout=subprocess.PIPE, text=True)
         procs.append(p)
         recv.append(p)
     for p in recv:
-        assert p.stdout.readline().strip() == "ready"
-    # `ip netns exec` execs the program: the Popen pid is python's.
-    c0 = {p.pid: common.cpu_ticks(p.pid) for p in recv}
-    st0 = {p.pid: stat_ut_st(p.pid) for p in recv}
+        line = p.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"receiver said {line!r}")
+    profile = write_profile(d, n, rate, seconds, macs[0], macs)
+    g = pktgen_afpacket(profile, os.path.join(d, "pktgen.log"))
+    g.wait_started(30)
+    c0 = [common.task_cpu(p.pid) for p in recv]
     s0 = softirq()
     t0 = time.monotonic()
-    g = generator(dsts, rate, seconds)
-    gout, _ = g.communicate(timeout=seconds + 15)
-    time.sleep(0.3)
+    g.wait_done(seconds)
     s1 = softirq()
+    c1 = [common.task_cpu(p.pid) for p in recv]
     t1 = time.monotonic()
-    st1 = {p.pid: stat_ut_st(p.pid) for p in recv}
+    rep = g.report(seconds + 20)
+    for p in recv:
+        p.send_signal(signal.SIGTERM)
     counts = []
     for p in recv:
-        out, _ = p.communicate(timeout=seconds + 10)
+        out, _ = p.communicate(timeout=10)
         counts.append(int(out.split()[-1]))
-    sent = int(gout.split()[0])
-    ut = sum(st1[k][0] - st0[k][0] for k in st0) / common.TICK
-    stt = sum(st1[k][1] - st0[k][1] for k in st0) / common.TICK
-    sirq = (s1 - s0) / common.TICK
-    delivered = sum(counts)
+    deltas = [common.cpu_delta(a, b) for a, b in zip(c0, c1)]
+    sent, dev_dropped = sent_of(rep)
     cleanup()
     return {
-        "side": "kernel", "namespaces": n, "sent": sent, "delivered": delivered,
-        "interval_s": t1 - t0, "softirq_s": sirq, "proc_user_s": ut, "proc_sys_s": stt,
-        "us_per_pkt_kernel_only": (sirq + stt) / delivered * 1e6 if delivered else None,
-        "us_per_pkt_total": (sirq + stt + ut) / delivered * 1e6 if delivered else None,
-        "_c0": len(c0),
+        "mode": "kernel", "receiver": receiver, "namespaces": n, "sent": sent,
+        "device_dropped": dev_dropped, "generator_pps": rep["sent"]["pps"],
+        "delivered": sum(counts), "delivered_min_per_ns": min(counts),
+        "interval_s": t1 - t0, "softirq_s": (s1 - s0) / common.TICK,
+        "proc_user_s": sum(x["user_s"] for x in deltas),
+        "proc_sys_s": sum(x["sys_s"] for x in deltas),
+        "proc_oncpu_s": sum(x["oncpu_s"] for x in deltas),
     }
 
 
-def stat_ut_st(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fl = f.read().rsplit(")", 1)[1].split()
-    return int(fl[11]), int(fl[12])
-
-
-def run_l3ns(n, rate, seconds, idle_sleep_us, d):
-    mac = base_topology()
+def l3nsd_config(d, n, idle_sleep_us, port):
     control = os.path.join(d, "ctl.sock")
     cfg = os.path.join(d, "l3nsd.toml")
-    lines = [f"""
+    head = f"""
 [dataplane]
 workers = [0]
 idle_sleep_us = {idle_sleep_us}
-
+"""
+    if port["backend"] == "dpdk":
+        head += f'eal_args = [{", ".join(json.dumps(a) for a in port["eal"])}]\n'
+        head += f"""
 [[port]]
-name = "h0"
+name = "p0"
+backend = "dpdk"
+dpdk_args = "{port['dpdk_args']}"
+"""
+    else:
+        head += """
+[[port]]
+name = "p0"
 backend = "afpacket"
 iface = "h0"
-
+"""
+    head += f"""
 [control]
 socket = "{control}"
 
 [metrics]
 listen = "off"
-"""]
+"""
+    lines = [head]
     for i in range(n):
         lines.append(f"""
 [[namespace]]
@@ -238,7 +377,7 @@ name = "t{i}"
 
 [[address]]
 address = "{addr(i)}/16"
-dev = "h0"
+dev = "p0"
 assign_to = "t{i}"
 
 [[socket]]
@@ -248,125 +387,273 @@ service = "sink"
 """)
     with open(cfg, "w") as f:
         f.write("".join(lines))
-    log = open(os.path.join(d, "l3nsd.log"), "w")
-    srv = subprocess.Popen(["timeout", "-k", "3", str(seconds + 40), "ip", "netns", "exec",
-                            HOST_NS, common.binary("l3nsd"), "--config", cfg, "--quiet"],
+    return cfg, control
+
+
+def start_l3nsd(cmd, cfg, control, log_path):
+    log = open(log_path, "w")
+    srv = subprocess.Popen(["timeout", "-s", "INT", "-k", "3", "120"] + cmd
+                           + [common.dpdk_binary("l3nsd"), "--config", cfg, "--quiet"],
                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     procs.append(srv)
-    ctl = [common.binary("l3nsctl"), "--control", control, "--json"]
-    deadline = time.time() + 20
+    ctl = [common.dpdk_binary("l3nsctl"), "--control", control, "--json"]
+    deadline = time.time() + 30
     while subprocess.run(ctl + ["status"], capture_output=True).returncode != 0:
         if time.time() > deadline or srv.poll() is not None:
-            raise RuntimeError("l3nsd did not start: " + open(log.name).read()[-800:])
+            raise RuntimeError("l3nsd did not start: " + open(log_path).read()[-800:])
         time.sleep(0.1)
     kids = sh("pgrep", "-P", str(srv.pid)).stdout.split()
-    pid = int(kids[0])  # timeout -> (ip netns exec execs) l3nsd
-    time.sleep(0.5)
+    pid = int(kids[0])  # timeout -> l3nsd (`ip netns exec` execs it)
+    return srv, pid, ctl
 
-    def delivered():
-        j = json.loads(subprocess.run(ctl + ["stats"], capture_output=True).stdout)["ok"]
-        return sum(x["delivered"] for x in j["namespaces"]), j
 
-    dsts = [f"{mac}@{addr(i)}" for i in range(n)]
-    d0, _ = delivered()
-    u0 = stat_ut_st(pid)
+def thread_affinity(pid):
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            comm = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+            for line in open(f"/proc/{pid}/task/{tid}/status"):
+                if line.startswith("Cpus_allowed_list"):
+                    out[f"{comm}/{tid}"] = line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+    return out
+
+
+def run_l3ns(mode, n, rate, seconds, idle_sleep_us, d, rep):
+    tag = f"{os.getpid()}-{rep}-{n}-{idle_sleep_us}"
+    if mode == "memif":
+        sock = os.path.join(d, f"memif-{tag}.sock")
+        port = {"backend": "dpdk",
+                "eal": ["--in-memory", "-m", "256", "--no-pci", "--file-prefix", f"l3cmp-d-{tag}",
+                        "-l", "0", "--log-level", "lib.eal:error"],
+                "dpdk_args": f"net_memif{os.getpid()}{rep},role=server,socket={sock},"
+                             f"mac={SERVER_MAC}"}
+        cfg, control = l3nsd_config(d, n, idle_sleep_us, port)
+        srv, pid, ctl = start_l3nsd([], cfg, control, os.path.join(d, "l3nsd.log"))
+        # A long drain keeps the memif client connected while the counters are read.
+        profile = write_profile(d, n, rate, seconds, "auto", drain=2.5)
+        g = pktgen_memif(profile, sock, f"l3cmp-g-{tag}", os.path.join(d, "pktgen.log"))
+    else:
+        mac = base_topology()
+        cfg, control = l3nsd_config(d, n, idle_sleep_us, {"backend": "afpacket"})
+        srv, pid, ctl = start_l3nsd(["ip", "netns", "exec", HOST_NS], cfg, control,
+                                    os.path.join(d, "l3nsd.log"))
+        profile = write_profile(d, n, rate, seconds, mac)
+        g = pktgen_afpacket(profile, os.path.join(d, "pktgen.log"))
+    affinity = thread_affinity(pid)
+    g.wait_started(40)
+    c0 = common.task_cpu(pid)
     s0 = softirq()
     t0 = time.monotonic()
-    g = generator(dsts, rate, seconds)
-    gout, _ = g.communicate(timeout=seconds + 15)
-    time.sleep(0.3)
+    g.wait_done(seconds)
     s1 = softirq()
-    u1 = stat_ut_st(pid)
+    c1 = common.task_cpu(pid)
     t1 = time.monotonic()
-    d1, stats = delivered()
+    # Read the counters while the generator drains (a memif server may exit when its client
+    # leaves).
+    o = subprocess.run(ctl + ["stats"], capture_output=True, timeout=10)
+    stats = json.loads(o.stdout)["ok"]
+    rep_json = g.report(seconds + 30)
     srv.send_signal(signal.SIGINT)
     try:
         srv.wait(timeout=5)
     except subprocess.TimeoutExpired:
         srv.kill()
     cleanup()
-    sent = int(gout.split()[0])
-    dl = d1 - d0
-    ut, stt = (u1[0] - u0[0]) / common.TICK, (u1[1] - u0[1]) / common.TICK
-    sirq = (s1 - s0) / common.TICK
+    sent, dev_dropped = sent_of(rep_json)
+    cpu = common.cpu_delta(c0, c1)
+    nss = [x for x in stats["namespaces"] if x["namespace"].startswith("t")]
     return {
-        "side": f"l3ns (idle_sleep_us={idle_sleep_us})", "idle_sleep_us": idle_sleep_us,
-        "namespaces": n, "sent": sent, "delivered": dl, "interval_s": t1 - t0,
-        "softirq_s": sirq, "proc_user_s": ut, "proc_sys_s": stt,
-        "us_per_pkt_l3nsd_only": (ut + stt) / dl * 1e6 if dl else None,
-        "us_per_pkt_total": (ut + stt + sirq) / dl * 1e6 if dl else None,
-        "port": stats["ports"][0],
+        "mode": mode, "idle_sleep_us": idle_sleep_us, "namespaces": n, "sent": sent,
+        "device_dropped": dev_dropped, "generator_pps": rep_json["sent"]["pps"],
+        "delivered": sum(x["delivered"] for x in nss),
+        "delivered_min_per_ns": min(x["delivered"] for x in nss),
+        "dropped_queue_full": sum(x["dropped_queue_full"] for x in nss),
+        "dropped_no_socket": sum(x["dropped_no_socket"] for x in nss),
+        "port": stats["ports"][0], "interval_s": t1 - t0,
+        "softirq_s": (s1 - s0) / common.TICK, "proc_user_s": cpu["user_s"],
+        "proc_sys_s": cpu["sys_s"], "proc_oncpu_s": cpu["oncpu_s"],
+        "threads_oncpu_s": cpu["threads_oncpu_s"], "thread_affinity": affinity,
+        "threads_context_switches": cpu["threads_context_switches"],
     }
 
 
+def per_packet(r):
+    """µs per delivered packet: process (utime+stime / on-CPU), softirq, and the totals."""
+    dl = r["delivered"]
+    if not dl:
+        return r
+    us = 1e6 / dl
+    r["us_softirq"] = r["softirq_s"] * us
+    r["us_proc_ticks"] = (r["proc_user_s"] + r["proc_sys_s"]) * us
+    r["us_proc_sys"] = r["proc_sys_s"] * us
+    r["us_proc_oncpu"] = r["proc_oncpu_s"] * us
+    # The headline figures: softirq + the process's utime+stime (all of it for l3nsd; for the
+    # kernel, "kernel" = softirq + the receivers' system time, "total" adds their user time).
+    r["us_total"] = r["us_softirq"] + r["us_proc_ticks"]
+    if r["mode"] == "kernel":
+        r["us_kernel"] = r["us_softirq"] + r["us_proc_sys"]
+    return r
+
+
+def label(r):
+    return "kernel" if r["mode"] == "kernel" else f"{r['mode']}:{r['idle_sleep_us']}"
+
+
+def tabulate(runs, rate):
+    table = {}
+    for n in sorted({r["namespaces"] for r in runs}):
+        at = [r for r in runs if r["namespaces"] == n and r.get("rate") == rate]
+        k = {r["rep"]: r for r in at if r["mode"] == "kernel" and "us_total" in r}
+        row = {"kernel_us_kernel": common.summary([r["us_kernel"] for r in k.values()]),
+               "kernel_us_total": common.summary([r["us_total"] for r in k.values()]),
+               "kernel_delivered_over_sent": common.summary(
+                   [r["delivered"] / r["sent"] for r in k.values() if r["sent"]])}
+        for lab in sorted({label(r) for r in at if r["mode"] != "kernel"}):
+            l3 = [r for r in at if label(r) == lab and "us_total" in r]
+            row[lab] = {
+                "us_total": common.summary([r["us_total"] for r in l3]),
+                "us_proc_ticks": common.summary([r["us_proc_ticks"] for r in l3]),
+                "us_proc_oncpu": common.summary([r["us_proc_oncpu"] for r in l3]),
+                "us_softirq": common.summary([r["us_softirq"] for r in l3]),
+                "delivered_over_sent": common.summary(
+                    [r["delivered"] / r["sent"] for r in l3 if r["sent"]]),
+                "ratio_kernel_over_l3ns": common.summary(
+                    [k[r["rep"]]["us_kernel"] / r["us_total"] for r in l3 if r["rep"] in k]),
+                "ratio_kernel_total_over_l3ns": common.summary(
+                    [k[r["rep"]]["us_total"] / r["us_total"] for r in l3 if r["rep"] in k]),
+            }
+        table[str(n)] = row
+    return table
+
+
+def fmt(x, p=2):
+    return f"{x['median']:.{p}f} ({x['min']:.{p}f}..{x['max']:.{p}f})" if x else "-"
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--namespaces", default="1,10,100")
     ap.add_argument("--rate", type=float, default=50000)
-    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--idle-sleep-us", type=int, default=50)
+    ap.add_argument("--modes", default="kernel,memif,afpacket",
+                    help="any of kernel, memif, afpacket (comma-separated)")
+    ap.add_argument("--memif-idle-sleep-us", default="200",
+                    help="l3nsd dataplane.idle_sleep_us values for memif (one run each)")
+    ap.add_argument("--afpacket-idle-sleep-us", type=int, default=50)
     ap.add_argument("--busy-poll", action="store_true",
-                    help="also run l3nsd with idle_sleep_us = 0 (busy poll), once per N")
+                    help="also run memif with idle_sleep_us = 0 (busy poll), repetition 0 only")
+    ap.add_argument("--receiver", choices=("c", "python"), default="c")
+    ap.add_argument("--rps-cpus", default="0",
+                    help="RPS mask of h0 (hex; 1 = core 0, the core of l3nsd's worker; "
+                         "default 0 = off: the receive path runs in the generator's context)")
+    ap.add_argument("--out", default="kernel.json", help="file name in bench/results/")
+    ap.add_argument("--append", action="store_true",
+                    help="add to the runs already in --out (tables are recomputed over all)")
     args = ap.parse_args()
     if os.geteuid() != 0:
-        sys.exit("needs root (network namespaces)")
-    signal.signal(signal.SIGTERM, lambda *a: (cleanup(), sys.exit(1)))
+        sys.exit("needs root (network namespaces, hugepages)")
+    modes = args.modes.split(",")
+    RPS["cpus"] = args.rps_cpus
+    idles = [int(x) for x in args.memif_idle_sleep_us.split(",")]
     d = tempfile.mkdtemp(prefix="l3ns-cmp-kernel-")
+    huge = None
+
+    def finish(*_):
+        cleanup()
+        if huge:
+            huge.restore()
+        shutil.rmtree(d, ignore_errors=True)
+
+    signal.signal(signal.SIGTERM, lambda *a: (finish(), sys.exit(1)))
     info = common.machine()
+    info["bin_dir"] = common.DPDK_BIN_DIR
+    info["rps_cpus"] = args.rps_cpus
+    info["receiver"] = args.receiver
     print(f"machine: {info}")
     runs = []
     try:
+        if "memif" in modes:
+            huge = common.Hugepages(300)
+        # Softirq of the machine with no traffic, over one window.
+        s0 = softirq()
+        time.sleep(args.seconds + 0.3)
+        idle_softirq = (softirq() - s0) / common.TICK
+        print(f"softirq with no traffic over {args.seconds + 0.3:.1f} s: {idle_softirq:.2f} s")
         for n in [int(x) for x in args.namespaces.split(",")]:
             for rep in range(args.reps):
-                for side in ("kernel", "l3ns") + (("busy",) if args.busy_poll and rep == 0 else ()):
+                todo = []
+                if "kernel" in modes:
+                    todo.append(("kernel", None))
+                if "memif" in modes:
+                    todo += [("memif", i) for i in idles]
+                    if args.busy_poll and rep == 0 and 0 not in idles:
+                        todo.append(("memif", 0))
+                if "afpacket" in modes:
+                    todo.append(("afpacket", args.afpacket_idle_sleep_us))
+                for mode, idle in todo:
                     load = common.loadavg()[0]
-                    if side == "kernel":
-                        r = run_kernel(n, args.rate, args.seconds)
-                    else:
-                        r = run_l3ns(n, args.rate, args.seconds,
-                                     0 if side == "busy" else args.idle_sleep_us, d)
-                    r["rep"], r["loadavg_1m_at_start"] = rep, load
+                    cpu0 = common.proc_stat_cpu()
+                    try:
+                        if mode == "kernel":
+                            r = run_kernel(n, args.rate, args.seconds, d, args.receiver)
+                        else:
+                            r = run_l3ns(mode, n, args.rate, args.seconds, idle, d, rep)
+                    except Exception as e:  # record it; one failed run must not lose the rest
+                        cleanup()
+                        r = {"mode": mode, "idle_sleep_us": idle, "namespaces": n,
+                             "error": str(e)[-600:]}
+                        print(f"N={n} rep {rep} {mode} idle {idle}: FAILED {e}", flush=True)
+                    r.update(rep=rep, rate=args.rate, seconds=args.seconds,
+                             loadavg_1m_at_start=load,
+                             machine_cpu_shares=common.cpu_shares(cpu0, common.proc_stat_cpu()))
+                    per_packet(r)
                     runs.append(r)
-                    print(f"N={n:>3} rep {rep} {r['side']:<26} sent {r['sent']:>7} delivered "
-                          f"{r['delivered']:>7}  softirq {r['softirq_s']:.2f}s user {r['proc_user_s']:.2f}s "
-                          f"sys {r['proc_sys_s']:.2f}s -> {r['us_per_pkt_total']:.2f} us/pkt total "
-                          f"(load {load})", flush=True)
+                    if "us_total" in r:
+                        extra = (f" kernel {r['us_kernel']:.2f}" if mode == "kernel" else
+                                 f" on-CPU {r['us_proc_oncpu']:.2f}")
+                        print(f"N={n:>3} rep {rep} {label(r):<14} sent {r['sent']:>7} delivered "
+                              f"{r['delivered']:>7}  softirq {r['softirq_s']:.2f}s user "
+                              f"{r['proc_user_s']:.2f}s sys {r['proc_sys_s']:.2f}s on-CPU "
+                              f"{r['proc_oncpu_s']:.3f}s -> us/pkt total {r['us_total']:.2f}"
+                              f"{extra} queue-full {r.get('dropped_queue_full', '-')} "
+                              f"(load {load})", flush=True)
     finally:
-        cleanup()
-        shutil.rmtree(d, ignore_errors=True)
-    table = {}
-    for n in sorted({r["namespaces"] for r in runs}):
-        k = [r for r in runs if r["namespaces"] == n and r["side"] == "kernel"]
-        l3 = [r for r in runs if r["namespaces"] == n and r["side"].startswith("l3ns") and r["idle_sleep_us"] != 0]
-        bz = [r for r in runs if r["namespaces"] == n and r["side"].startswith("l3ns") and r["idle_sleep_us"] == 0]
-        ratios = [a["us_per_pkt_total"] / b["us_per_pkt_total"] for a, b in zip(k, l3)
-                  if a["us_per_pkt_total"] and b["us_per_pkt_total"]]
-        table[str(n)] = {
-            "kernel_us_per_pkt_total": common.summary([r["us_per_pkt_total"] for r in k]),
-            "kernel_us_per_pkt_kernel_only": common.summary([r["us_per_pkt_kernel_only"] for r in k]),
-            "kernel_delivered_ratio": common.summary([r["delivered"] / r["sent"] for r in k]),
-            "l3ns_us_per_pkt_total": common.summary([r["us_per_pkt_total"] for r in l3]),
-            "l3ns_us_per_pkt_l3nsd_only": common.summary([r["us_per_pkt_l3nsd_only"] for r in l3]),
-            "l3ns_delivered_ratio": common.summary([r["delivered"] / r["sent"] for r in l3]),
-            "l3ns_busy_us_per_pkt_total": common.summary([r["us_per_pkt_total"] for r in bz]),
-            "ratio_kernel_over_l3ns_total": common.summary(ratios),
-        }
+        finish()
+    path = os.path.join(common.RESULTS, args.out)
+    old = {}
+    if args.append and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        runs = old.get("runs", []) + runs
+    rates = sorted({r["rate"] for r in runs})
+    tables = {str(int(rate)): tabulate(runs, rate) for rate in rates}
     print()
-    for n, t in table.items():
-        def m(x):
-            return f"{x['median']:.2f} ({x['min']:.2f}..{x['max']:.2f})" if x else "-"
-        print(f"N={n}: kernel {m(t['kernel_us_per_pkt_total'])} us/pkt (kernel-only "
-              f"{m(t['kernel_us_per_pkt_kernel_only'])}); l3ns {m(t['l3ns_us_per_pkt_total'])} "
-              f"(l3nsd only {m(t['l3ns_us_per_pkt_l3nsd_only'])}); busy-poll "
-              f"{m(t['l3ns_busy_us_per_pkt_total'])}; ratio {m(t['ratio_kernel_over_l3ns_total'])}")
+    for rate, table in tables.items():
+        for n, row in table.items():
+            print(f"{rate} pps N={n}: kernel {fmt(row['kernel_us_kernel'])} us/pkt (total "
+                  f"{fmt(row['kernel_us_total'])})")
+            for lab, x in row.items():
+                if isinstance(x, dict) and "us_total" in x:
+                    print(f"    {lab:<14} {fmt(x['us_total'], 3)} us/pkt (on-CPU "
+                          f"{fmt(x['us_proc_oncpu'], 3)}), kernel/l3ns "
+                          f"{fmt(x['ratio_kernel_over_l3ns'], 1)}")
     info["loadavg_end"] = common.loadavg()
-    common.save("kernel.json", {
-        "machine": info, "command": "bench/scripts/kernel.py " + " ".join(sys.argv[1:]),
-        "what": "CPU seconds per delivered packet over the generator's run: kernel = softirq "
-                "(/proc/stat, whole machine) + receivers' sys (+ user in 'total'); l3ns = l3nsd "
-                "user+sys (+ softirq in 'total', the AF_PACKET receive path)",
-        "table": table, "runs": runs,
+    info["softirq_idle_s_per_window"] = idle_softirq if runs else None
+    machines = old.get("machines", []) + [info]
+    commands = old.get("commands", []) + ["bench/scripts/kernel.py " + " ".join(sys.argv[1:])]
+    common.save(args.out, {
+        "machines": machines, "commands": commands,
+        "what": "CPU seconds per delivered packet from the generator's first burst to 0.3 s "
+                "after its last. "
+                "kernel: softirq (/proc/stat, whole machine) + receivers' stime ('us_kernel'), "
+                "+ their utime ('us_total'). l3ns: l3nsd utime+stime of every thread "
+                "+ softirq ('us_total'); 'us_proc_oncpu' = l3nsd threads' exact on-CPU time. "
+                "ratio_kernel_over_l3ns = kernel us_kernel / l3ns us_total, same repetition.",
+        "tables": tables, "runs": runs,
     })
 
 

@@ -7,8 +7,13 @@ forwarding lcore on core 1 (main lcore 0), UDP 64-byte frames to 10.95.0.2:9, bo
 Server, alternately:
 - `l3nsd`: one worker on core 0 (EAL -l 0), memif server, 10.95.0.2 owned by namespace web1
   with a sink socket on 0.0.0.0:9; received = `l3nsctl --json stats` ports[0].rx_packets;
-- `dpdk-testpmd --forward-mode=rxonly` (receive and free): forwarding lcore on core 0
-  (main lcore 1); received = its RX-packets (stats printed every second).
+- `dpdk-testpmd` with --baseline io (default): `--forward-mode=io --port-topology=loop`,
+  every received burst sent back out of the same memif port (the txonly client does not read
+  them: once the ring back is full they are dropped, counted as TX-dropped); or rxonly
+  (receive and free). Forwarding lcore on core 0 (main lcore 1); received = its RX-packets
+  (stats printed every second). `--baseline io,rxonly` runs both in every repetition.
+l3nsd's `delivered` (namespace web1, handed to the sink socket's queue) and
+`dropped_queue_full` are sampled with its received count.
 Received packets per second = slope of the cumulative count over the same window (client
 start + --skip seconds … client end - 1 s), sampled every second with the script's clock.
 Needs root (hugepages). Writes bench/results/memif.json.
@@ -30,8 +35,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 
 # l3nsd must be built with --features dpdk: $L3NS_DPDK_BIN_DIR (default /tmp/tgt-dpdk/release).
-DPDK_BIN = os.environ.get("L3NS_DPDK_BIN_DIR", "/tmp/tgt-dpdk/release")
-HUGEPAGES = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+DPDK_BIN = common.DPDK_BIN_DIR
 SERVER_MAC = "02:00:00:00:5f:01"
 children = []
 
@@ -153,7 +157,6 @@ listen = "off"
 
     clog_path = os.path.join(d, f"client-l3ns-{rep}.log")
     clog = open(clog_path, "w")
-    cpu0 = common.cpu_ticks(srv.pid)
     # timeout's child is l3nsd: find it for CPU accounting.
     l3pid = None
     for _ in range(20):
@@ -162,17 +165,36 @@ listen = "off"
             l3pid = int(kids[0])
             break
         time.sleep(0.05)
-    cpu0 = common.cpu_ticks(l3pid) if l3pid else None
+    affinity = thread_affinity(l3pid) if l3pid else None
+    cpu0 = common.task_cpu(l3pid) if l3pid else None
     t_start = time.monotonic()
     c = client(sock, f"l3ns-cmp-cli-{pid}-{rep}", seconds, clog)
-    samples = []
+    samples, delivered, queue_full = [], [], []
+    j, exited = None, False
     while c.poll() is None and time.monotonic() - t_start < seconds + 10:
-        v, _ = rx()
-        samples.append((time.monotonic(), v))
+        try:
+            v, j = rx()
+        except RuntimeError:  # l3nsd gone: see below
+            if j is None:
+                raise
+            exited = True
+            break
+        now = time.monotonic()
+        w = next(n for n in j["namespaces"] if n["namespace"] == "web1")
+        samples.append((now, v))
+        delivered.append((now, w["delivered"]))
+        queue_full.append((now, w["dropped_queue_full"]))
         time.sleep(1.0)
     t_end = time.monotonic()
-    cpu1 = common.cpu_ticks(l3pid) if l3pid else None
-    _, stats = rx()
+    cpu1 = common.task_cpu(l3pid) if l3pid else None
+    # The DPDK memif server can exit when its client leaves (DESIGN.md): then the last sample
+    # taken while the client ran is the final count.
+    try:
+        _, stats = rx() if not exited else (None, j)
+    except RuntimeError:
+        if j is None:
+            raise
+        stats, exited = j, True
     web1 = next(n for n in stats["namespaces"] if n["namespace"] == "web1")
     srv.send_signal(signal.SIGINT)
     try:
@@ -182,31 +204,52 @@ listen = "off"
         srv.wait()
     clog.close()
     rate, used = slope(samples, t_start + skip, t_end - 1.0)
+    dl_rate, _ = slope(delivered, t_start + skip, t_end - 1.0)
+    qf_rate, _ = slope(queue_full, t_start + skip, t_end - 1.0)
     tx = parse_testpmd_counts(clog_path, "TX-packets")
     txpps = parse_pps(clog_path, "Tx-pps")
     return {
         "server": "l3nsd", "rep": rep, "rx_pps": rate, "samples": samples,
-        "window_samples": len(used),
+        "delivered_pps": dl_rate, "queue_full_pps": qf_rate,
+        "delivered_samples": delivered, "queue_full_samples": queue_full,
+        "thread_affinity": affinity, "window_samples": len(used),
         "client_tx_packets": max(tx) if tx else None,
         "client_tx_pps_samples": txpps,
-        "l3nsd_cpu_seconds": ((cpu1 - cpu0) / common.TICK) if cpu0 is not None and cpu1 is not None else None,
+        "l3nsd_cpu": common.cpu_delta(cpu0, cpu1),
         "port_rx_total": stats["ports"][0]["rx_packets"],
+        "l3nsd_exited_when_client_left": exited,
         "web1": web1,
     }
 
 
-def run_testpmd(d, rep, seconds, skip):
-    sock = os.path.join(d, f"memif-tp-{rep}.sock")
+def thread_affinity(pid):
+    """{thread name/tid: allowed CPUs} of a process."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            comm = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+            for line in open(f"/proc/{pid}/task/{tid}/status"):
+                if line.startswith("Cpus_allowed_list"):
+                    out[f"{comm}/{tid}"] = line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+    return out
+
+
+def run_testpmd(d, rep, seconds, skip, mode):
+    sock = os.path.join(d, f"memif-tp-{mode}-{rep}.sock")
+    fwd = (["--forward-mode=io", "--port-topology=loop"] if mode == "io"
+           else ["--forward-mode=rxonly"])
     pid = os.getpid()
-    slog_path = os.path.join(d, f"server-tp-{rep}.log")
+    slog_path = os.path.join(d, f"server-tp-{mode}-{rep}.log")
     slog = open(slog_path, "w")
     srv = subprocess.Popen(["timeout", "-s", "INT", "-k", "5", str(seconds + 30),
                             "stdbuf", "-oL", "dpdk-testpmd", "--in-memory", "-m", "512",
                             "--no-pci", "--file-prefix", f"l3ns-cmp-srv-{pid}-{rep}",
                             "-l", "0,1", "--main-lcore", "1", "--log-level", "lib.eal:error",
                             "--vdev", f"net_memif0,role=server,socket={sock},mac={SERVER_MAC}",
-                            "--", "--forward-mode=rxonly", "--total-num-mbufs=16384",
-                            "--no-lsc-interrupt", "--stats-period=1"],
+                            "--"] + fwd + ["--total-num-mbufs=16384",
+                                           "--no-lsc-interrupt", "--stats-period=1"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            stdin=subprocess.DEVNULL, text=True, errors="replace")
     children.append(srv)
@@ -232,10 +275,10 @@ def run_testpmd(d, rep, seconds, skip):
             raise RuntimeError("testpmd server did not start")
         time.sleep(0.1)
     time.sleep(0.5)
-    clog_path = os.path.join(d, f"client-tp-{rep}.log")
+    clog_path = os.path.join(d, f"client-tp-{mode}-{rep}.log")
     clog = open(clog_path, "w")
     t_start = time.monotonic()
-    c = client(sock, f"l3ns-cmp-cli-{pid}-tp{rep}", seconds, clog)
+    c = client(sock, f"l3ns-cmp-cli-{pid}-tp{mode}{rep}", seconds, clog)
     c.wait(timeout=seconds + 20)
     t_end = time.monotonic()
     time.sleep(1.2)
@@ -251,9 +294,11 @@ def run_testpmd(d, rep, seconds, skip):
     rate, used = slope(samples, t_start + skip, t_end - 1.0)
     tx = parse_testpmd_counts(clog_path, "TX-packets")
     return {
-        "server": "testpmd-rxonly", "rep": rep, "rx_pps": rate, "samples": samples,
+        "server": f"testpmd-{mode}", "rep": rep, "rx_pps": rate, "samples": samples,
         "window_samples": len(used),
         "server_rx_pps_samples": parse_pps(slog_path, "Rx-pps"),
+        "server_tx_pps_samples": parse_pps(slog_path, "Tx-pps"),
+        "server_tx_dropped": (parse_testpmd_counts(slog_path, "TX-dropped") or [None])[-1],
         "client_tx_packets": max(tx) if tx else None,
         "client_tx_pps_samples": parse_pps(clog_path, "Tx-pps"),
     }
@@ -265,69 +310,85 @@ def main():
     ap.add_argument("--skip", type=float, default=2.5, help="seconds ignored after client start")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--idle-sleep-us", type=int, default=0, help="l3nsd dataplane.idle_sleep_us")
+    ap.add_argument("--baseline", default="io",
+                    help="testpmd server mode(s): io (forward back out of the port) and/or "
+                         "rxonly, comma-separated; each runs in every repetition")
+    ap.add_argument("--out", default="memif.json", help="file name in bench/results/")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (hugepages)")
+    baselines = args.baseline.split(",")
+    if not set(baselines) <= {"io", "rxonly"}:
+        sys.exit("--baseline: io and/or rxonly")
     d = tempfile.mkdtemp(prefix="l3ns-cmp-memif-")
-    before = open(HUGEPAGES).read().strip()
-    changed = False
+    huge = None
 
     def cleanup(*_):
         kill_children()
-        if changed:
-            try:
-                open(HUGEPAGES, "w").write(before)
-            except OSError:
-                pass
+        if huge:
+            huge.restore()
         if not os.environ.get("KEEP"):
             shutil.rmtree(d, ignore_errors=True)
 
     signal.signal(signal.SIGTERM, lambda *a: (cleanup(), sys.exit(1)))
     try:
-        if int(before or 0) < 1280:
-            open(HUGEPAGES, "w").write("1280")
-            changed = True
+        # l3nsd 256 MB + client 512 MB, or testpmd server 512 MB + client 512 MB.
+        huge = common.Hugepages(520)
         info = common.machine()
+        info["bin_dir"] = DPDK_BIN
         print(f"machine: {info}")
         runs = []
+        kinds = ["l3nsd"] + [f"testpmd-{b}" for b in baselines]
+        if os.environ.get("ONLY"):
+            kinds = [k for k in kinds if k.startswith(tuple(os.environ["ONLY"].split(",")))]
         for rep in range(args.reps):
-            for kind in os.environ.get("ONLY", "l3nsd,testpmd").split(","):
+            for kind in kinds:
                 load = common.loadavg()[0]
+                cpu0 = common.proc_stat_cpu()
                 try:
                     r = (run_l3nsd(d, rep, args.seconds, args.skip, args.idle_sleep_us)
-                         if kind == "l3nsd" else run_testpmd(d, rep, args.seconds, args.skip))
+                         if kind == "l3nsd" else
+                         run_testpmd(d, rep, args.seconds, args.skip, kind.split("-", 1)[1]))
                 except Exception as e:  # record and go on: one failed run must not lose the rest
                     kill_children()
-                    r = {"server": "l3nsd" if kind == "l3nsd" else "testpmd-rxonly", "rep": rep,
-                         "rx_pps": None, "window_samples": 0, "client_tx_packets": None,
-                         "error": str(e)[-500:]}
+                    r = {"server": kind, "rep": rep, "rx_pps": None, "window_samples": 0,
+                         "client_tx_packets": None, "error": str(e)[-500:]}
                 r["loadavg_1m_at_start"] = load
+                r["machine_cpu_shares"] = common.cpu_shares(cpu0, common.proc_stat_cpu())
                 runs.append(r)
-                print(f"rep {rep} {r['server']:>15}: received {r['rx_pps'] or 0:,.0f} pps "
+                extra = ""
+                if kind == "l3nsd" and r.get("delivered_pps") is not None:
+                    extra = (f", delivered {r['delivered_pps']:,.0f} pps, queue full "
+                             f"{r['queue_full_pps']:,.0f} pps")
+                print(f"rep {rep} {r['server']:>15}: received {r['rx_pps'] or 0:,.0f} pps{extra} "
                       f"(window samples {r['window_samples']}), client sent {r['client_tx_packets']} "
-                      f"(load {load})", flush=True)
-        l3 = common.summary([r["rx_pps"] for r in runs if r["server"] == "l3nsd"])
-        tp = common.summary([r["rx_pps"] for r in runs if r["server"] != "l3nsd"])
-        ratios = []
-        for rep in range(args.reps):
-            a = [r["rx_pps"] for r in runs if r["rep"] == rep and r["server"] == "l3nsd"]
-            b = [r["rx_pps"] for r in runs if r["rep"] == rep and r["server"] != "l3nsd"]
-            if a and b and a[0] and b[0]:
-                ratios.append(a[0] / b[0])
-        ratio = common.summary(ratios)
+                      f"(load {load}, steal {r['machine_cpu_shares']['steal']:.0%})", flush=True)
+        summaries = {k: common.summary([r["rx_pps"] for r in runs if r["server"] == k])
+                     for k in kinds}
+        summaries["l3nsd_delivered"] = common.summary(
+            [r.get("delivered_pps") for r in runs if r["server"] == "l3nsd"])
+        ratios = {}
+        for b in baselines:
+            xs = []
+            for rep in range(args.reps):
+                a = [r["rx_pps"] for r in runs if r["rep"] == rep and r["server"] == "l3nsd"]
+                t = [r["rx_pps"] for r in runs if r["rep"] == rep and r["server"] == f"testpmd-{b}"]
+                if a and t and a[0] and t[0]:
+                    xs.append(a[0] / t[0])
+            ratios[f"l3nsd_received_over_testpmd_{b}"] = common.summary(xs)
         print()
-        for name, x in (("l3nsd", l3), ("testpmd", tp)):
+        for name, x in summaries.items():
             if x:
-                print(f"{name:>8} received pps: median {x['median']:,.0f} ({x['min']:,.0f}..{x['max']:,.0f})")
-        if ratio:
-            print(f"ratio l3nsd/testpmd per rep: median {ratio['median']:.2f} "
-                  f"({ratio['min']:.2f}..{ratio['max']:.2f})")
+                print(f"{name:>16} pps: median {x['median']:,.0f} ({x['min']:,.0f}..{x['max']:,.0f})")
+        for name, x in ratios.items():
+            if x:
+                print(f"{name}: median {x['median']:.2f} ({x['min']:.2f}..{x['max']:.2f})")
         info["loadavg_end"] = common.loadavg()
-        common.save("memif.json", {
+        common.save(args.out, {
             "machine": info, "command": "bench/scripts/memif.py " + " ".join(sys.argv[1:]),
-            "what": "received packets/s on the memif server side; client testpmd txonly on core 1",
-            "l3nsd_rx_pps": l3, "testpmd_rx_pps": tp, "ratio_l3nsd_over_testpmd": ratio,
-            "runs": runs,
+            "what": "received packets/s on the memif server side (slope of the cumulative "
+                    "counter over the window); client testpmd txonly, forwarding lcore 1",
+            "pps": summaries, "ratios": ratios, "runs": runs,
         })
     finally:
         cleanup()

@@ -419,7 +419,7 @@ fn run_dpdk(cli: &Cli, p: &Profile, stop: &AtomicBool) -> Result<Report, String>
     let mut ports = dpdk::open(&eal, &device, 1, &opts).map_err(|e| format!("{device}: {e}"))?;
     let mut port = ports.pop().expect("one queue asked, one port");
     let mut hook = || {};
-    let report = run(
+    let mut report = run(
         &mut port,
         p,
         RunContext {
@@ -429,6 +429,7 @@ fn run_dpdk(cli: &Cli, p: &Profile, stop: &AtomicBool) -> Result<Report, String>
             quiet: cli.quiet,
         },
     )?;
+    report.sent.device_dropped = Some(port.counters().tx_dropped);
     drop(port);
     drop(eal);
     Ok(report)

@@ -311,6 +311,14 @@ pub fn run<P: Port>(port: &mut P, p: &Profile, ctx: RunContext<'_>) -> Result<Re
         }
     }
     let send_elapsed = start.elapsed();
+    if !quiet {
+        // A marker for scripts that measure the sending phase (bench/scripts/kernel.py).
+        eprintln!(
+            "l3ns-pktgen: sent {sent_total} frames in {:.3}s, receiving for up to {}s more",
+            send_elapsed.as_secs_f64(),
+            p.run.drain
+        );
+    }
 
     // Drain: keep answering ARP and counting replies.
     let drain_start = Instant::now();
@@ -385,6 +393,7 @@ pub fn run<P: Port>(port: &mut P, p: &Profile, ctx: RunContext<'_>) -> Result<Re
             mbps: sent_bytes as f64 * 8.0 / secs / 1e6,
             by_kind: kinds(&by_kind),
             tx_ring_full: ring_full,
+            device_dropped: None,
         },
         received: Received {
             packets: rx.c.packets,

@@ -64,6 +64,10 @@ pub struct UnicastSection {
     /// (namespaces own consecutive blocks, as `bench`'s synthetic tables and the test configs
     /// assign them).
     pub stride: u32,
+    /// Destination MAC of each namespace's unicast frames (namespace `i` gets `dst_macs[i]`),
+    /// for receivers with one MAC per namespace (Linux macvlans); empty: `frame.dst_mac` for
+    /// every namespace.
+    pub dst_macs: Vec<String>,
 }
 
 /// Broadcast destinations.
@@ -169,6 +173,7 @@ impl Default for UnicastSection {
             base: Ipv4Addr::new(10, 1, 0, 0),
             first: 1,
             stride: 0,
+            dst_macs: Vec::new(),
         }
     }
 }
@@ -349,6 +354,21 @@ impl Profile {
         self.address_of(ns as u32, j as u32)
     }
 
+    /// The namespace (0-based) unicast address `k` belongs to (see [`Self::unicast_address`]).
+    pub fn unicast_namespace(&self, k: u64) -> u32 {
+        (k % u64::from(self.unicast.namespaces.max(1))) as u32
+    }
+
+    /// `unicast.dst_macs`, parsed; empty when every namespace uses `frame.dst_mac`.
+    pub fn namespace_macs(&self) -> Result<Vec<[u8; 6]>, String> {
+        self.unicast
+            .dst_macs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| parse_mac(m).map_err(|e| format!("unicast.dst_macs[{i}]: {e}")))
+            .collect()
+    }
+
     /// Address `j` of namespace `ns` (both 0-based).
     pub fn address_of(&self, ns: u32, j: u32) -> Ipv4Addr {
         let off =
@@ -438,6 +458,14 @@ impl Profile {
             if u.namespaces as u64 * u.addresses_per_namespace as u64 > 1 << 24 {
                 return Err("more than 16,777,216 unicast addresses".into());
             }
+            if !u.dst_macs.is_empty() && u.dst_macs.len() != u.namespaces as usize {
+                return Err(format!(
+                    "unicast.dst_macs has {} MACs for {} namespaces: give one per namespace (or none)",
+                    u.dst_macs.len(),
+                    u.namespaces
+                ));
+            }
+            self.namespace_macs()?;
         }
         if self.mix.unowned > 0 {
             if self.unowned.count == 0 {

@@ -42,6 +42,10 @@ pub struct Sent {
     pub by_kind: BTreeMap<String, u64>,
     /// Times the port's transmit ring had no room (the frame was retried later).
     pub tx_ring_full: u64,
+    /// Frames counted in `packets` that the device then refused at flush and freed (DPDK
+    /// backend: e.g. the memif link not up yet, or its ring full); `None` for the other
+    /// backends.
+    pub device_dropped: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -145,6 +149,9 @@ impl Report {
             si(t.mbps * 1e6),
             t.tx_ring_full
         );
+        if let Some(d) = t.device_dropped {
+            let _ = writeln!(s, "  refused by the device at flush (freed): {d}");
+        }
         let _ = writeln!(s, "  by kind  {}", kinds(&t.by_kind));
         let r = &self.received;
         let _ = writeln!(

@@ -191,6 +191,7 @@ pub fn build(p: &Profile, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Result<Ring, St
     let mut payload = vec![0u8; size - HEADERS];
     payload[..4].copy_from_slice(&MAGIC);
     payload[5] = TAG_VERSION;
+    let ns_macs = p.namespace_macs()?;
     // Separate walks, so every kind covers its addresses evenly whatever the mix.
     let (mut uni, mut bad, mut unowned) = (0u64, 0u64, 0u64);
     for (i, &k) in kinds.iter().enumerate() {
@@ -198,7 +199,11 @@ pub fn build(p: &Profile, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Result<Ring, St
         let (dst_ip, dmac, dport) = match kind {
             Kind::Unicast => {
                 uni += 1;
-                (p.unicast_address(uni - 1), dst_mac, p.frame.dst_port)
+                let mac = match ns_macs.as_slice() {
+                    [] => dst_mac,
+                    macs => macs[p.unicast_namespace(uni - 1) as usize],
+                };
+                (p.unicast_address(uni - 1), mac, p.frame.dst_port)
             }
             Kind::LimitedBroadcast => (Ipv4Addr::BROADCAST, BROADCAST_MAC, p.broadcast_port()),
             Kind::DirectedBroadcast => (p.broadcast.address, BROADCAST_MAC, p.broadcast_port()),
@@ -346,6 +351,32 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 3000);
+    }
+
+    #[test]
+    fn per_namespace_destination_macs() {
+        let p = profile(&[
+            "unicast.namespaces=3",
+            "unicast.addresses_per_namespace=2",
+            "unicast.dst_macs=[\"02:00:00:00:00:0a\", \"02:00:00:00:00:0b\", \"02:00:00:00:00:0c\"]",
+        ]);
+        let ring = build(&p, [2; 6], [4; 6]).unwrap();
+        for i in 0..ring.len() {
+            let (f, _) = ring.frame(i);
+            // 10.1.0.(1 + 2 * ns + j): the namespace is (last octet - 1) / 2.
+            let ns = (f[33] - 1) / 2;
+            assert_eq!(f[..6], [2, 0, 0, 0, 0, 0x0a + ns], "slot {i}");
+        }
+        let bad = |sets: &[&str]| {
+            let o: Vec<_> = sets.iter().map(|s| parse_override(s).unwrap()).collect();
+            Profile::load(None, &o).unwrap_err()
+        };
+        assert!(bad(&[
+            "unicast.namespaces=2",
+            "unicast.dst_macs=[\"02:00:00:00:00:0a\"]"
+        ])
+        .contains("one per namespace"));
+        assert!(bad(&["unicast.dst_macs=[\"nope\"]"]).contains("dst_macs[0]"));
     }
 
     #[test]
