@@ -447,14 +447,34 @@ fn flow_frame(
 
 /// The core each worker is pinned to: the listed ones, or the first cores the process may
 /// use for a count (unpinned when there are fewer).
-fn worker_cores(w: &Workers) -> Vec<Option<usize>> {
+///
+/// `usable` is the process's CPU set as it was at start-up: DPDK's EAL narrows the calling
+/// thread's affinity to its lcores, so reading it after the ports are open would see only
+/// those (and every thread spawned afterwards would inherit them).
+fn worker_cores(w: &Workers, usable: &[usize]) -> Vec<Option<usize>> {
     match w {
         Workers::Cores(c) => c.iter().map(|c| Some(*c)).collect(),
-        Workers::Count(n) => {
-            let ids = core_affinity::get_core_ids().unwrap_or_default();
-            (0..*n).map(|i| ids.get(i).map(|c| c.id)).collect()
-        }
+        Workers::Count(n) => (0..*n).map(|i| usable.get(i).copied()).collect(),
     }
+}
+
+/// The core for the service thread (built-in echo/sink/attach services): the first usable
+/// core no worker is pinned to, so that services neither share a busy-polling worker's core
+/// nor inherit the EAL's affinity. `None` (left as inherited) when workers hold every core.
+fn service_core(workers: &[Option<usize>], usable: &[usize]) -> Option<usize> {
+    usable
+        .iter()
+        .copied()
+        .find(|c| !workers.contains(&Some(*c)))
+}
+
+/// The cores this process may run on, read before anything narrows them.
+fn usable_cores() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
 }
 
 /// An in-daemon client of `[[sender]]`: sends from an unbound ephemeral port.
@@ -622,6 +642,7 @@ impl Daemon {
             }
             None => None,
         };
+        let usable = usable_cores();
         let mut opened = open_ports(&cfg)?;
         let from_state = state_model.is_some();
         let (model, devices) = match state_model {
@@ -663,7 +684,9 @@ impl Daemon {
         );
 
         // Services for every bound socket, before traffic flows.
-        let mut services = Services::new();
+        let worker_pins = worker_cores(cfg.dataplane.workers.get_ref(), &usable);
+        let services_on = service_core(&worker_pins, &usable);
+        let mut services = Services::on_core(services_on);
         for s in rt.model().sockets() {
             services
                 .start(&rt, s.binding.id, &s.service)
@@ -692,7 +715,7 @@ impl Daemon {
         };
 
         // Workers: worker w owns queue w of every port.
-        let cores = worker_cores(cfg.dataplane.workers.get_ref());
+        let cores = worker_pins.clone();
         let mut per_port: Vec<std::vec::IntoIter<AnyPort>> = std::mem::take(&mut opened.queues)
             .into_iter()
             .map(|q| q.into_iter())
@@ -739,7 +762,7 @@ impl Daemon {
                 }
             }
         }
-        let pins: Vec<String> = worker_cores(cfg.dataplane.workers.get_ref())
+        let mut pins: Vec<String> = worker_pins
             .iter()
             .enumerate()
             .map(|(w, c)| {
@@ -748,6 +771,9 @@ impl Daemon {
                 })
             })
             .collect();
+        pins.push(services_on.map_or("services unpinned".to_string(), |c| {
+            format!("services on core {c}")
+        }));
         let _ = writeln!(d.banner, "l3nsd: {}", pins.join(", "));
 
         d.senders = spawn_senders(&cfg, &rt, d.senders_stop.clone());
@@ -895,4 +921,25 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, out: &mut dyn Write) -> Result
         let _ = out.flush();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_take_the_first_core_no_worker_holds() {
+        let usable = [0, 1, 2, 3];
+        let w = worker_cores(&Workers::Cores(vec![0, 2]), &usable);
+        assert_eq!(w, vec![Some(0), Some(2)]);
+        assert_eq!(service_core(&w, &usable), Some(1));
+        // Counted workers take the first usable cores, as read at start-up.
+        let w = worker_cores(&Workers::Count(2), &[4, 5, 6]);
+        assert_eq!(w, vec![Some(4), Some(5)]);
+        assert_eq!(service_core(&w, &[4, 5, 6]), Some(6));
+        // More workers than cores: the rest are unpinned, and services too.
+        let w = worker_cores(&Workers::Count(3), &[0, 1]);
+        assert_eq!(w, vec![Some(0), Some(1), None]);
+        assert_eq!(service_core(&w, &[0, 1]), None);
+    }
 }

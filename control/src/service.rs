@@ -138,13 +138,23 @@ impl Default for Services {
 impl Services {
     /// Starts the (idle) service thread.
     pub fn new() -> Self {
+        Self::on_core(None)
+    }
+
+    /// Starts the (idle) service thread, pinned to `core` if given.
+    pub fn on_core(core: Option<usize>) -> Self {
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ServiceStats::default());
         let (s, st) = (stop.clone(), stats.clone());
         let thread = std::thread::Builder::new()
             .name("l3ns-services".into())
-            .spawn(move || service_loop(rx, s, st))
+            .spawn(move || {
+                if let Some(id) = core {
+                    core_affinity::set_for_current(core_affinity::CoreId { id });
+                }
+                service_loop(rx, s, st)
+            })
             .expect("spawn the service thread");
         Services {
             commands: tx,
