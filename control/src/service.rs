@@ -260,9 +260,30 @@ fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<S
         if idle_rounds < 16 {
             std::thread::yield_now();
         } else {
-            let us = 50u64.saturating_mul(u64::from(idle_rounds - 15));
-            std::thread::sleep(Duration::from_micros(us).min(MAX_IDLE_SLEEP));
+            park_on(&entries);
         }
+    }
+}
+
+/// Sleeps until a worker hands a batch to one of the entries' queues, or at most
+/// `MAX_IDLE_SLEEP` (commands, attached processes' replies and echo retries are looked at
+/// again then). Workers unpark the thread, so sparse traffic costs a wake-up per batch,
+/// not a poll every few tens of microseconds.
+fn park_on(entries: &[Entry]) {
+    let mut prepared = 0;
+    let mut ready = false;
+    for e in entries {
+        if !e.sock.queue().prepare_park() {
+            ready = true;
+            break;
+        }
+        prepared += 1;
+    }
+    if !ready {
+        std::thread::park_timeout(MAX_IDLE_SLEEP);
+    }
+    for e in &entries[..prepared] {
+        e.sock.queue().end_park();
     }
 }
 

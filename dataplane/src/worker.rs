@@ -79,10 +79,11 @@ pub struct Shared {
 }
 
 /// Empty batches a worker's pool keeps for reuse. The pool is first in, first out, so every
-/// batch it holds takes its turn: a small pool keeps the few batches in circulation hot in
-/// the caches (measured: 4,096 let thousands of cold batches rotate once a slow consumer had
-/// made the worker allocate them — a cache miss per packet written). A batch returned to a
-/// full pool is freed; an empty pool makes the worker allocate one.
+/// batch it holds takes its turn: a bounded pool keeps the batches in circulation few and hot
+/// (measured: 4,096 let thousands of cold batches rotate once a slow consumer had made the
+/// worker allocate them — a cache miss per packet written), while a round that hands over to
+/// many sockets (one batch each) still finds enough (16 made a 100-socket round allocate).
+/// A batch returned to a full pool is freed; an empty pool makes the worker allocate one.
 const BATCHES_KEPT: usize = 16;
 
 impl Shared {
@@ -316,7 +317,8 @@ impl<P: Port> Worker<P> {
     /// delivered and each one it had no room for as `queue_full`.
     fn flush_staging(&mut self) {
         let Staging { open, scratch } = &mut self.staging;
-        for (queue, batch) in open.drain(..) {
+        for (queue, batch) in open.iter_mut() {
+            let batch = std::mem::take(batch);
             scratch.clear();
             scratch.extend(batch.metas().iter().map(|m| (m.ns, m.broadcast)));
             let taken = match queue.offer(batch) {
@@ -336,6 +338,10 @@ impl<P: Port> Worker<P> {
                     c.delivered.inc();
                 }
             }
+        }
+        // Consumers parked on these queues are woken once the round is over.
+        for (queue, _) in open.drain(..) {
+            queue.wake();
         }
     }
 
