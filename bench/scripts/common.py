@@ -191,3 +191,17 @@ def cpu_shares(a, b):
 
 
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_affinity(pid):
+    """{thread name/tid: allowed CPUs} of a process."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            comm = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+            for line in open(f"/proc/{pid}/task/{tid}/status"):
+                if line.startswith("Cpus_allowed_list"):
+                    out[f"{comm}/{tid}"] = line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+    return out

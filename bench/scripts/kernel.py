@@ -407,19 +407,6 @@ def start_l3nsd(cmd, cfg, control, log_path):
     return srv, pid, ctl
 
 
-def thread_affinity(pid):
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            comm = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
-            for line in open(f"/proc/{pid}/task/{tid}/status"):
-                if line.startswith("Cpus_allowed_list"):
-                    out[f"{comm}/{tid}"] = line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-    return out
-
-
 def run_l3ns(mode, n, rate, seconds, idle_sleep_us, d, rep):
     tag = f"{os.getpid()}-{rep}-{n}-{idle_sleep_us}"
     if mode == "memif":
@@ -441,7 +428,7 @@ def run_l3ns(mode, n, rate, seconds, idle_sleep_us, d, rep):
                                     os.path.join(d, "l3nsd.log"))
         profile = write_profile(d, n, rate, seconds, mac)
         g = pktgen_afpacket(profile, os.path.join(d, "pktgen.log"))
-    affinity = thread_affinity(pid)
+    affinity = common.thread_affinity(pid)
     g.wait_started(40)
     c0 = common.task_cpu(pid)
     s0 = softirq()

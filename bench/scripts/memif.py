@@ -65,17 +65,7 @@ def client(sock, prefix, seconds, log):
 
 
 def parse_testpmd_counts(path, key):
-    """Cumulative `key` values (e.g. TX-packets) printed by testpmd, in order."""
-    vals = []
-    with open(path, errors="replace") as f:
-        for line in f:
-            m = re.search(key + r":\s+(\d+)", line)
-            if m:
-                vals.append(int(m.group(1)))
-    return vals
-
-
-def parse_pps(path, key):
+    """Every `key` value testpmd printed (cumulative counts like TX-packets, rates like Rx-pps), in order."""
     vals = []
     with open(path, errors="replace") as f:
         for line in f:
@@ -165,7 +155,7 @@ listen = "off"
             l3pid = int(kids[0])
             break
         time.sleep(0.05)
-    affinity = thread_affinity(l3pid) if l3pid else None
+    affinity = common.thread_affinity(l3pid) if l3pid else None
     cpu0 = common.task_cpu(l3pid) if l3pid else None
     t_start = time.monotonic()
     c = client(sock, f"l3ns-cmp-cli-{pid}-{rep}", seconds, clog)
@@ -207,7 +197,7 @@ listen = "off"
     dl_rate, _ = slope(delivered, t_start + skip, t_end - 1.0)
     qf_rate, _ = slope(queue_full, t_start + skip, t_end - 1.0)
     tx = parse_testpmd_counts(clog_path, "TX-packets")
-    txpps = parse_pps(clog_path, "Tx-pps")
+    txpps = parse_testpmd_counts(clog_path, "Tx-pps")
     return {
         "server": "l3nsd", "rep": rep, "rx_pps": rate, "samples": samples,
         "delivered_pps": dl_rate, "queue_full_pps": qf_rate,
@@ -220,20 +210,6 @@ listen = "off"
         "l3nsd_exited_when_client_left": exited,
         "web1": web1,
     }
-
-
-def thread_affinity(pid):
-    """{thread name/tid: allowed CPUs} of a process."""
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            comm = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
-            for line in open(f"/proc/{pid}/task/{tid}/status"):
-                if line.startswith("Cpus_allowed_list"):
-                    out[f"{comm}/{tid}"] = line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-    return out
 
 
 def run_testpmd(d, rep, seconds, skip, mode):
@@ -296,11 +272,11 @@ def run_testpmd(d, rep, seconds, skip, mode):
     return {
         "server": f"testpmd-{mode}", "rep": rep, "rx_pps": rate, "samples": samples,
         "window_samples": len(used),
-        "server_rx_pps_samples": parse_pps(slog_path, "Rx-pps"),
-        "server_tx_pps_samples": parse_pps(slog_path, "Tx-pps"),
+        "server_rx_pps_samples": parse_testpmd_counts(slog_path, "Rx-pps"),
+        "server_tx_pps_samples": parse_testpmd_counts(slog_path, "Tx-pps"),
         "server_tx_dropped": (parse_testpmd_counts(slog_path, "TX-dropped") or [None])[-1],
         "client_tx_packets": max(tx) if tx else None,
-        "client_tx_pps_samples": parse_pps(clog_path, "Tx-pps"),
+        "client_tx_pps_samples": parse_testpmd_counts(clog_path, "Tx-pps"),
     }
 
 

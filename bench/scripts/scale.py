@@ -12,7 +12,6 @@ Writes bench/results/scale.json and bench/results/scale.png (or .svg without mat
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
