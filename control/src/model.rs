@@ -70,35 +70,16 @@ impl Changes {
         *self == Changes::default()
     }
 
-    /// Appends `other` (for batches of operations), keeping each entry once.
-    ///
-    /// A batch merges one small `Changes` per operation into a growing one: a linear scan of
-    /// a short list costs less than building a set each time, so a set is built only when
-    /// both lists are long.
+    /// Appends `other` (for batches of operations), keeping each entry once: `append` then
+    /// `dedup`.
     pub fn merge(&mut self, other: Changes) {
-        fn add<T: Copy + Eq + std::hash::Hash>(into: &mut Vec<T>, from: Vec<T>) {
-            if into.len().saturating_mul(from.len()) <= 4096 {
-                for x in from {
-                    if !into.contains(&x) {
-                        into.push(x);
-                    }
-                }
-            } else {
-                let mut seen: std::collections::HashSet<T> = into.iter().copied().collect();
-                into.extend(from.into_iter().filter(|x| seen.insert(*x)));
-            }
-        }
-        add(&mut self.addrs, other.addrs);
-        add(&mut self.namespaces, other.namespaces);
-        add(&mut self.routes, other.routes);
-        self.devices |= other.devices;
-        add(&mut self.removed_namespaces, other.removed_namespaces);
-        add(&mut self.closed_sockets, other.closed_sockets);
+        self.append(other);
+        self.dedup();
     }
 
     /// Appends `other` without removing repeats: constant time per entry, for accumulating a
-    /// long batch; call [`Changes::dedup`] once at the end. (`merge` scans what is already
-    /// there, which made a batch of n operations cost n².)
+    /// long batch; call [`Changes::dedup`] once at the end (merging at every step made a
+    /// batch of n operations cost n²).
     pub fn append(&mut self, mut other: Changes) {
         self.addrs.append(&mut other.addrs);
         self.namespaces.append(&mut other.namespaces);

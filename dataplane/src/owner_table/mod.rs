@@ -306,14 +306,6 @@ struct Chunked<T> {
 
 const CHUNK: usize = 32;
 
-/// `Arc::make_mut` for a shared slice (stable only from Rust 1.81 on for unsized types).
-fn make_mut_slice<T: Clone>(a: &mut Arc<[T]>) -> &mut [T] {
-    if Arc::get_mut(a).is_none() {
-        *a = a.iter().cloned().collect();
-    }
-    Arc::get_mut(a).expect("a slice just copied is not shared")
-}
-
 impl<T: Clone> Chunked<T> {
     fn new() -> Self {
         Chunked {
@@ -336,8 +328,8 @@ impl<T: Clone> Chunked<T> {
             grown.resize(c + 1, empty);
             self.chunks = grown.into();
         }
-        let chunk = &mut make_mut_slice(&mut self.chunks)[c];
-        make_mut_slice(chunk)[i % CHUNK] = v;
+        let chunk = &mut Arc::make_mut(&mut self.chunks)[c];
+        Arc::make_mut(chunk)[i % CHUNK] = v;
     }
     fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flat_map(|c| c.iter().flatten())

@@ -143,18 +143,6 @@ pub struct ShardedMap<K, V> {
     len: usize,
 }
 
-/// The shard `s` of `shards`, unshared (copying the list and the shard if they are shared).
-fn shard_mut<K: Clone, V: Clone>(
-    shards: &mut Arc<[Arc<Shard<K, V>>]>,
-    s: usize,
-) -> &mut Shard<K, V> {
-    if Arc::get_mut(shards).is_none() {
-        *shards = shards.iter().cloned().collect();
-    }
-    let list = Arc::get_mut(shards).expect("a list just copied is not shared");
-    Arc::make_mut(&mut list[s])
-}
-
 impl<K: Key, V: Copy + Default> Default for ShardedMap<K, V> {
     fn default() -> Self {
         let empty = Arc::new(Shard::with_cap_bits(MIN_CAP_BITS));
@@ -195,7 +183,7 @@ impl<K: Key + std::fmt::Debug, V: Copy + Default + std::fmt::Debug> ShardedMap<K
     pub fn insert(&mut self, k: K, v: V) -> Option<V> {
         assert!(k != K::EMPTY, "the empty key cannot be stored");
         let s = Self::shard_of(k.hash64());
-        let old = shard_mut(&mut self.shards, s).insert(k, v);
+        let old = Arc::make_mut(&mut Arc::make_mut(&mut self.shards)[s]).insert(k, v);
         if old.is_none() {
             self.len += 1;
         }
@@ -209,7 +197,7 @@ impl<K: Key + std::fmt::Debug, V: Copy + Default + std::fmt::Debug> ShardedMap<K
         let s = Self::shard_of(k.hash64());
         // Avoid copying a shared shard for a key it does not hold.
         self.shards[s].find(k, k.hash64()).ok()?;
-        let old = shard_mut(&mut self.shards, s).remove(k);
+        let old = Arc::make_mut(&mut Arc::make_mut(&mut self.shards)[s]).remove(k);
         if old.is_some() {
             self.len -= 1;
         }
