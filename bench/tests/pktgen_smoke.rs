@@ -7,19 +7,15 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-const PKTGEN: &str = env!("CARGO_BIN_EXE_l3ns-pktgen");
+mod common;
+use common::{have, is_root, repo, u};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench/ has a parent")
-        .to_path_buf()
-}
+const PKTGEN: &str = env!("CARGO_BIN_EXE_l3ns-pktgen");
 
 fn scripts() -> PathBuf {
     repo().join("pktgen-scripts")
@@ -98,15 +94,6 @@ fn json_of(out: &Output) -> Value {
     );
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-fn u(v: &Value, path: &str) -> u64 {
-    let mut cur = v;
-    for p in path.split('.') {
-        cur = &cur[p];
-    }
-    cur.as_u64()
-        .unwrap_or_else(|| panic!("{path} is not a count in {v:#}"))
 }
 
 const KINDS: [(&str, Option<&str>); 8] = [
@@ -332,23 +319,6 @@ fn testpmd_script_checks_its_arguments() {
             && cmd.contains("--flowgen-flows=64"),
         "{cmd}"
     );
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
 }
 
 #[test]

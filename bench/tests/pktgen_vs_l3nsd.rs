@@ -39,6 +39,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{have, is_root, repo, u};
+
 const PKTGEN: &str = env!("CARGO_BIN_EXE_l3ns-pktgen");
 const GENERATOR_IP: &str = "10.94.0.99";
 const FRAMES: u64 = 2000;
@@ -48,30 +51,6 @@ const MIX: &str = "unicast=15,unowned=2,bad_checksum=1,truncated=1,bad_ihl=1";
 const UNICAST: u64 = 1500;
 const UNOWNED: u64 = 200;
 const MALFORMED: [(&str, u64); 3] = [("bad_checksum", 100), ("truncated", 100), ("bad_ihl", 100)];
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench/ has a parent")
-        .to_path_buf()
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
 
 fn run(cmd: &str, args: &[&str]) -> Output {
     Command::new(cmd)
@@ -496,15 +475,6 @@ impl Counters {
             std::array::from_fn(|i| d(self.malformed[i], before.malformed[i])),
         )
     }
-}
-
-fn u(v: &Value, path: &str) -> u64 {
-    let mut cur = v;
-    for p in path.split('.') {
-        cur = &cur[p];
-    }
-    cur.as_u64()
-        .unwrap_or_else(|| panic!("{path} is not a count in {v:#}"))
 }
 
 #[test]
