@@ -61,7 +61,7 @@ impl UdpSocket {
         self.rx.try_recv()
     }
 
-    /// Waits up to `timeout` (polling) for a datagram.
+    /// Waits up to `timeout` for a datagram (parked, woken by the worker's hand-off).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Datagram> {
         self.rx.recv_timeout(timeout)
     }

@@ -373,17 +373,19 @@ impl Receiver {
         }
     }
 
-    /// Waits (polling, yielding the CPU) up to `timeout` for a datagram.
+    /// Waits up to `timeout` for a datagram, parked until a worker hands one over
+    /// (see [`SocketQueue::park`]).
     pub fn recv_timeout(&mut self, timeout: std::time::Duration) -> Option<Datagram> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(d) = self.try_recv() {
                 return Some(d);
             }
-            if std::time::Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
                 return None;
             }
-            std::thread::yield_now();
+            self.queue.park(left);
         }
     }
 }
@@ -441,6 +443,24 @@ mod tests {
             waited < std::time::Duration::from_secs(30),
             "woken, not timed out"
         );
+    }
+
+    #[test]
+    fn recv_timeout_waits_for_the_hand_off_and_times_out_when_none_comes() {
+        let pools = BatchPools::new(1, 8);
+        let q = SocketQueue::new(64, pools.clone());
+        let mut rx = Receiver::new(q.clone());
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_millis(5)), None);
+        let sender = std::thread::spawn(move || {
+            let mut b = pools.take(0, 32);
+            b.push(meta(3), b"late");
+            q.offer(b).unwrap();
+            q.wake();
+        });
+        let d = rx.recv_timeout(std::time::Duration::from_secs(30));
+        sender.join().unwrap();
+        let d = d.expect("the datagram handed over");
+        assert_eq!((d.meta.ns, &d.payload[..]), (NsId(3), &b"late"[..]));
     }
 
     #[test]
