@@ -160,10 +160,9 @@ pub mod owner_table {
             .iter()
             .position(|i| i.local == local)
             .expect("source owns the address");
-        let mut ifa = src.ifaddrs.remove(pos);
-        ifa.owner = to;
+        let ifa = src.ifaddrs.remove(pos);
         let mut dst = cur.namespace(to).expect("destination namespace").clone();
-        next.set_local(ROOT, local, &[AddrEntry::of(&ifa)]);
+        next.set_local(ROOT, local, &[AddrEntry::owned(&ifa, to)]);
         dst.ifaddrs.push(ifa);
         next.set_namespace(src);
         next.set_namespace(dst);

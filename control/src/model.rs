@@ -12,7 +12,7 @@ use crate::error::{ControlError, Result};
 use l3ns_dataplane::rules;
 use l3ns_dataplane::types::{
     loopback_ifaddr, Binding, DevId, Device, IfAddr, Ipv4Prefix, Level, LoopbackMode, NsId, Proto,
-    Route, Scope, SocketId,
+    Route, Scope, SocketId, Subnet,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

@@ -21,7 +21,7 @@ use crate::model::{Changes, Model};
 use arc_swap::ArcSwap;
 use l3ns_dataplane::owner_table::{AddrEntry, NsView, OwnerTable};
 use l3ns_dataplane::socket::SocketQueue;
-use l3ns_dataplane::types::{IfAddr, NsId, SocketId};
+use l3ns_dataplane::types::{IfAddr, LocalAddr, NsId, SocketId};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,16 +98,20 @@ fn ns_view_after(
                 .iter()
                 .filter(|i| changed.locals.binary_search(&i.local).is_err())
                 .peekable();
-            let mut added = changed.owned_by(ns).iter().map(|i| &**i).peekable();
+            let mut added = changed
+                .owned_by(ns)
+                .iter()
+                .map(|i| LocalAddr::of(i))
+                .peekable();
             let mut v = Vec::with_capacity(p.ifaddrs.len() + added.len());
             loop {
                 let next = match (kept.peek(), added.peek()) {
                     (Some(k), Some(a)) if (k.dev, k.local) > (a.dev, a.local) => added.next(),
-                    (Some(_), _) => kept.next(),
+                    (Some(_), _) => kept.next().copied(),
                     (None, _) => added.next(),
                 };
                 match next {
-                    Some(i) => v.push(i.clone()),
+                    Some(i) => v.push(i),
                     None => break,
                 }
             }
@@ -115,7 +119,7 @@ fn ns_view_after(
         }
         None => {
             let mut v = Vec::with_capacity(model.owned_count(ns));
-            v.extend(model.owned_by(ns).cloned());
+            v.extend(model.owned_by(ns).map(LocalAddr::of));
             v
         }
     };

@@ -37,7 +37,7 @@ use crate::runtime::Runtime;
 use l3ns_dataplane::api::UdpSocket;
 use l3ns_dataplane::errno::Errno;
 use l3ns_dataplane::socket::DgramMeta;
-use l3ns_dataplane::types::SocketId;
+use l3ns_dataplane::types::{SocketId, Subnet};
 use l3ns_dataplane::worker::Shared;
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;

@@ -4,7 +4,7 @@
 
 use crate::errno::Errno;
 use crate::socket::{Datagram, Receiver, SocketQueue};
-use crate::types::{NsId, SocketId};
+use crate::types::{NsId, SocketId, Subnet};
 use crate::worker::{SendRequest, Shared};
 use std::net::Ipv4Addr;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! these, so each rule has exactly one implementation.
 
 use crate::errno::Errno;
-use crate::types::{DevId, IfAddr, Route, Scope};
+use crate::types::{DevId, IfAddr, Route, Scope, Subnet};
 use std::net::Ipv4Addr;
 
 /// R7: may a socket in a namespace that owns `owned` bind `addr`?
@@ -12,16 +12,16 @@ use std::net::Ipv4Addr;
 /// Allowed: `0.0.0.0`, `127.0.0.0/8`, `255.255.255.255`, `224.0.0.0/4`, and for any owned
 /// ifaddr its local address, its broadcast, its network address and its directed broadcast
 /// (patch 06 `net_ns_check_bind`). Anything else is `EADDRNOTAVAIL`.
-pub fn bind_allowed<'a>(
+pub fn bind_allowed<'a, A: Subnet + 'a>(
     addr: Ipv4Addr,
-    owned: impl IntoIterator<Item = &'a IfAddr>,
+    owned: impl IntoIterator<Item = &'a A>,
 ) -> Result<(), Errno> {
     if addr.is_unspecified() || addr.is_loopback() || addr.is_broadcast() || addr.is_multicast() {
         return Ok(());
     }
     let ok = owned.into_iter().any(|ifa| {
-        addr == ifa.local
-            || addr == ifa.broadcast
+        addr == ifa.local()
+            || addr == ifa.broadcast()
             || addr == ifa.network()
             || addr == ifa.directed_broadcast()
     });
@@ -64,13 +64,13 @@ pub struct SourceChoice {
 /// whose subnet holds the next hop wins, else the first usable one; else any owned ifaddr of
 /// non-link scope usable at that scope on any device. No route: `ENETUNREACH`. No address:
 /// `EADDRNOTAVAIL`, and nothing may leave.
-pub fn select_source<'a, I>(
+pub fn select_source<'a, A: Subnet + 'a, I>(
     owned: I,
     routes: &[Route],
     dst: Ipv4Addr,
 ) -> Result<SourceChoice, Errno>
 where
-    I: IntoIterator<Item = &'a IfAddr>,
+    I: IntoIterator<Item = &'a A>,
     I::IntoIter: Clone,
 {
     if dst.is_loopback() {
@@ -83,17 +83,17 @@ where
     let route = lookup_route(routes, dst).ok_or(Errno::ENETUNREACH)?;
     let next_hop = route.gateway.unwrap_or(dst);
     let owned = owned.into_iter();
-    let usable = |ifa: &IfAddr| ifa.scope >= route.scope && ifa.dev != DevId::LO;
+    let usable = |ifa: &A| ifa.scope() >= route.scope && ifa.dev() != DevId::LO;
     let mut first = None;
-    for ifa in owned.clone().filter(|i| i.dev == route.dev && usable(i)) {
+    for ifa in owned.clone().filter(|i| i.dev() == route.dev && usable(i)) {
         if ifa.subnet_contains(next_hop) {
             return Ok(SourceChoice {
-                src: ifa.local,
+                src: ifa.local(),
                 dev: route.dev,
                 next_hop,
             });
         }
-        first.get_or_insert(ifa.local);
+        first.get_or_insert(ifa.local());
     }
     if let Some(src) = first {
         return Ok(SourceChoice {
@@ -103,9 +103,9 @@ where
         });
     }
     owned
-        .filter(|i| i.scope != Scope::Link && usable(i))
+        .filter(|i| i.scope() != Scope::Link && usable(i))
         .map(|i| SourceChoice {
-            src: i.local,
+            src: i.local(),
             dev: route.dev,
             next_hop,
         })
@@ -212,7 +212,7 @@ mod tests {
         assert_eq!((c.src, c.dev), (other_dev.local, DevId(1)));
         // Owns nothing: EADDRNOTAVAIL, no route: ENETUNREACH.
         assert_eq!(
-            select_source([], &routes, Ipv4Addr::new(10, 0, 0, 9)),
+            select_source::<IfAddr, _>([], &routes, Ipv4Addr::new(10, 0, 0, 9)),
             Err(Errno::EADDRNOTAVAIL)
         );
         assert_eq!(

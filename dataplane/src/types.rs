@@ -131,21 +131,87 @@ pub struct IfAddr {
     pub owner: NsId,
 }
 
-impl IfAddr {
-    pub fn mask(&self) -> u32 {
-        prefix_mask(self.prefix)
+/// The subnet arithmetic of an address with a prefix, shared by the model's `IfAddr` and the
+/// views' compact `LocalAddr` (the rules in `rules.rs` take either).
+pub trait Subnet {
+    fn local(&self) -> Ipv4Addr;
+    fn prefix(&self) -> u8;
+    fn broadcast(&self) -> Ipv4Addr;
+    fn dev(&self) -> DevId;
+    fn scope(&self) -> Scope;
+    fn mask(&self) -> u32 {
+        prefix_mask(self.prefix())
     }
     /// `local & mask`.
-    pub fn network(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.local) & self.mask())
+    fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.local()) & self.mask())
     }
     /// `local | !mask`.
-    pub fn directed_broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.local) | !self.mask())
+    fn directed_broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.local()) | !self.mask())
     }
     /// Whether `a` lies in this address's subnet.
-    pub fn subnet_contains(&self, a: Ipv4Addr) -> bool {
-        (u32::from(a) ^ u32::from(self.local)) & self.mask() == 0
+    fn subnet_contains(&self, a: Ipv4Addr) -> bool {
+        (u32::from(a) ^ u32::from(self.local())) & self.mask() == 0
+    }
+}
+
+impl Subnet for IfAddr {
+    fn local(&self) -> Ipv4Addr {
+        self.local
+    }
+    fn prefix(&self) -> u8 {
+        self.prefix
+    }
+    fn broadcast(&self) -> Ipv4Addr {
+        self.broadcast
+    }
+    fn dev(&self) -> DevId {
+        self.dev
+    }
+    fn scope(&self) -> Scope {
+        self.scope
+    }
+}
+
+/// What the packet path needs of an ifaddr (12 bytes: no label, no owner): a namespace view
+/// keeps these for the addresses it owns.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LocalAddr {
+    pub local: Ipv4Addr,
+    pub broadcast: Ipv4Addr,
+    pub dev: DevId,
+    pub prefix: u8,
+    pub scope: Scope,
+}
+
+impl LocalAddr {
+    pub fn of(i: &IfAddr) -> Self {
+        LocalAddr {
+            local: i.local,
+            broadcast: i.broadcast,
+            dev: i.dev,
+            prefix: i.prefix,
+            scope: i.scope,
+        }
+    }
+}
+
+impl Subnet for LocalAddr {
+    fn local(&self) -> Ipv4Addr {
+        self.local
+    }
+    fn prefix(&self) -> u8 {
+        self.prefix
+    }
+    fn broadcast(&self) -> Ipv4Addr {
+        self.broadcast
+    }
+    fn dev(&self) -> DevId {
+        self.dev
+    }
+    fn scope(&self) -> Scope {
+        self.scope
     }
 }
 

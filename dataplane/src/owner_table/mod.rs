@@ -13,7 +13,7 @@ use crate::errno::Errno;
 use crate::rules::{self, SourceChoice};
 use crate::socket::SocketQueue;
 use crate::types::{
-    Binding, DevId, Device, IfAddr, Level, LoopbackMode, NsId, Proto, Route, SocketId,
+    Binding, DevId, Device, IfAddr, Level, LocalAddr, LoopbackMode, NsId, Proto, Route, SocketId,
 };
 use hashbrown::HashMap;
 use sharded::ShardedMap;
@@ -35,12 +35,16 @@ pub struct AddrEntry {
 
 impl AddrEntry {
     pub fn of(ifa: &IfAddr) -> Self {
+        AddrEntry::owned(&LocalAddr::of(ifa), ifa.owner)
+    }
+    /// The entry of `a` owned by `owner`.
+    pub fn owned(a: &LocalAddr, owner: NsId) -> Self {
         AddrEntry {
-            owner: ifa.owner.0,
-            dev: ifa.dev.0,
-            prefix: ifa.prefix,
+            owner: owner.0,
+            dev: a.dev.0,
+            prefix: a.prefix,
             multi: false,
-            broadcast: u32::from(ifa.broadcast),
+            broadcast: u32::from(a.broadcast),
         }
     }
     pub fn owner(&self) -> NsId {
@@ -49,58 +53,67 @@ impl AddrEntry {
 }
 
 /// What the namespace looks like to the packet path.
+///
+/// Kept small (120 bytes, one allocation with its `Arc` header) because there is one per
+/// namespace and a receive touches one per packet: what a unicast receive reads, `hot`, comes
+/// first (`repr(C)` keeps the order), the rest follows.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct NsView {
-    pub id: NsId,
-    pub name: Arc<str>,
-    pub level: Level,
-    pub parent: Option<NsId>,
-    /// The L2 namespace whose devices and routes this namespace uses (itself for an L2).
-    pub family: NsId,
-    pub loopback: LoopbackMode,
-    /// The ifaddrs it owns (R6, without the implicit loopback).
-    pub ifaddrs: Vec<IfAddr>,
-    /// Its sockets, sorted by (proto, port, addr): `0.0.0.0` first within a port.
-    pub bindings: Vec<Binding>,
     /// A copy of up to `HOT` bindings inside the view, so that the common case (a tenant with
-    /// a few sockets) finds its socket in the view's own cache line instead of a second heap
+    /// a few sockets) finds its socket in the view itself instead of a second heap
     /// allocation. Filled by `normalize`, which `OwnerTable::set_namespace` always calls.
     pub hot: HotBindings,
+    pub id: NsId,
+    /// The L2 namespace whose devices and routes this namespace uses (itself for an L2).
+    pub family: NsId,
+    pub parent: Option<NsId>,
+    pub level: Level,
+    pub loopback: LoopbackMode,
+    pub name: Arc<str>,
+    /// The ifaddrs it owns (R6, without the implicit loopback), without their labels.
+    pub ifaddrs: Vec<LocalAddr>,
+    /// Its sockets, sorted by (proto, port, addr): `0.0.0.0` first within a port.
+    pub bindings: Vec<Binding>,
 }
 
 /// Bindings kept inline in a view (see `NsView::hot`).
 pub const HOT: usize = 3;
 
-/// `(port, addr, socket, proto)` of up to `HOT` bindings; `len == u8::MAX` (also the default,
+/// Up to `HOT` bindings as parallel arrays (36 bytes); `len == u8::MAX` (also the default,
 /// before `normalize`) when lookups must use the sorted `bindings`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(align(64))]
 pub struct HotBindings {
     len: u8,
-    items: [(u16, u32, u32, u8); HOT],
+    protos: [u8; HOT],
+    ports: [u16; HOT],
+    addrs: [u32; HOT],
+    ids: [u32; HOT],
 }
 
 impl Default for HotBindings {
     fn default() -> Self {
         HotBindings {
             len: u8::MAX,
-            items: [(0, 0, 0, 0); HOT],
+            protos: [0; HOT],
+            ports: [0; HOT],
+            addrs: [0; HOT],
+            ids: [0; HOT],
         }
     }
 }
 
 impl HotBindings {
     fn of(bindings: &[Binding]) -> Self {
-        let mut h = HotBindings {
-            len: 0,
-            ..HotBindings::default()
-        };
+        let mut h = HotBindings::default();
         if bindings.len() > HOT {
-            h.len = u8::MAX;
             return h;
         }
-        for (slot, b) in h.items.iter_mut().zip(bindings) {
-            *slot = (b.port, u32::from(b.addr), b.id.0, b.proto as u8);
+        for (i, b) in bindings.iter().enumerate() {
+            h.protos[i] = b.proto as u8;
+            h.ports[i] = b.port;
+            h.addrs[i] = u32::from(b.addr);
+            h.ids[i] = b.id.0;
         }
         h.len = bindings.len() as u8;
         h
@@ -128,7 +141,7 @@ impl NsView {
             parent,
             family: NsId::ROOT,
             loopback: LoopbackMode::Isolated,
-            ifaddrs,
+            ifaddrs: ifaddrs.iter().map(LocalAddr::of).collect(),
             bindings: bindings
                 .iter()
                 .map(|&(sid, addr, port)| Binding {
@@ -157,13 +170,13 @@ impl NsView {
         if usize::from(h.len) <= HOT {
             let (dst, proto) = (u32::from(dst), proto as u8);
             let mut wildcard = None;
-            for &(p, addr, id, pr) in &h.items[..usize::from(h.len)] {
-                if p == port && pr == proto {
-                    if addr == dst {
-                        return Some(SocketId(id));
+            for i in 0..usize::from(h.len).min(HOT) {
+                if h.ports[i] == port && h.protos[i] == proto {
+                    if h.addrs[i] == dst {
+                        return Some(SocketId(h.ids[i]));
                     }
-                    if addr == 0 {
-                        wildcard = Some(SocketId(id));
+                    if h.addrs[i] == 0 {
+                        wildcard = Some(SocketId(h.ids[i]));
                     }
                 }
             }
@@ -412,7 +425,10 @@ impl OwnerTable {
     #[inline(always)]
     pub fn prefetch_namespace(&self, ns: NsId) {
         if let Some(v) = self.namespaces.get(ns.0 as usize) {
+            // The hot bindings are 36 bytes at the start of the view, which may straddle two
+            // lines (an `Arc`'s allocation is only 16-byte aligned).
             crate::prefetch::read(&v.hot);
+            crate::prefetch::read(&v.hot.ids[HOT - 1]);
         }
     }
 
@@ -590,8 +606,7 @@ impl OwnerTable {
                     std::mem::size_of::<NsView>()
                         + 16
                         + v.name.len()
-                        + v.ifaddrs.capacity() * std::mem::size_of::<IfAddr>()
-                        + v.ifaddrs.iter().map(|i| i.label.len()).sum::<usize>()
+                        + v.ifaddrs.capacity() * std::mem::size_of::<LocalAddr>()
                         + v.bindings.capacity() * std::mem::size_of::<Binding>()
                 })
                 .sum::<usize>();
