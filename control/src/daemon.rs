@@ -692,7 +692,7 @@ impl Daemon {
                 .start(&rt, s.binding.id, &s.service)
                 .map_err(|error| DaemonError::Service {
                     socket: s.binding.id.0,
-                    service: s.service.clone(),
+                    service: s.service.to_string(),
                     error,
                 })?;
         }

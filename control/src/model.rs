@@ -34,7 +34,8 @@ pub const MAX_LABEL: usize = 32;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Namespace {
     pub id: NsId,
-    pub name: String,
+    /// Shared with the name index and the published view (one allocation per namespace).
+    pub name: std::sync::Arc<str>,
     pub level: Level,
     pub parent: Option<NsId>,
     pub net_admin: bool,
@@ -45,7 +46,8 @@ pub struct Namespace {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Socket {
     pub binding: Binding,
-    pub service: String,
+    /// Interned like labels: the sockets of one service share one allocation.
+    pub service: std::sync::Arc<str>,
 }
 
 /// What a successful operation changed: exactly what the snapshot publisher must rebuild.
@@ -136,7 +138,7 @@ pub struct NsInfo {
 #[serde(into = "ModelState", try_from = "ModelState")]
 pub struct Model {
     namespaces: BTreeMap<NsId, Namespace>,
-    ns_by_name: BTreeMap<String, NsId>,
+    ns_by_name: BTreeMap<std::sync::Arc<str>, NsId>,
     /// Only namespaces that have children have an entry.
     children: BTreeMap<NsId, BTreeSet<NsId>>,
     next_ns: u32,
@@ -163,7 +165,7 @@ pub struct Model {
     labels: LabelCache,
 }
 
-/// Interned address labels (see `Model::labels`). Always equal to another cache: it holds no
+/// Interned address labels and socket services (see `Model::labels`). Always equal to another cache: it holds no
 /// state of the model.
 #[derive(Clone, Debug, Default)]
 struct LabelCache(BTreeSet<std::sync::Arc<str>>);
@@ -239,7 +241,7 @@ impl Model {
         };
         m.insert_ns(Namespace {
             id: NsId::ROOT,
-            name: "root".to_string(),
+            name: "root".into(),
             level: Level::L2,
             parent: None,
             net_admin: true,
@@ -289,7 +291,7 @@ impl Model {
         let id = self.alloc_ns()?;
         self.insert_ns(Namespace {
             id,
-            name: name.to_string(),
+            name: name.into(),
             level: Level::L3,
             parent: Some(parent_id),
             net_admin: false,
@@ -320,7 +322,7 @@ impl Model {
         let id = self.alloc_ns()?;
         self.insert_ns(Namespace {
             id,
-            name: name.to_string(),
+            name: name.into(),
             level: Level::L2,
             parent: Some(NsId::ROOT),
             net_admin: true,
@@ -438,7 +440,7 @@ impl Model {
         let ns = &self.namespaces[&id];
         Ok(NsInfo {
             id,
-            name: ns.name.clone(),
+            name: ns.name.to_string(),
             level: ns.level,
             parent: ns.parent.map(|p| self.name_of(p).to_string()),
             net_admin: ns.net_admin,
@@ -876,7 +878,7 @@ impl Model {
             id,
             Socket {
                 binding,
-                service: service.to_string(),
+                service: self.labels.intern(&service.into()),
             },
         );
         let mut ch = Changes::default();
@@ -1022,7 +1024,7 @@ impl Model {
     /// Checks every invariant of the model; used by the property tests and on load.
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
         let root = self.namespaces.get(&NsId::ROOT).ok_or("root is missing")?;
-        if root.level != Level::L2 || root.parent.is_some() || root.name != "root" {
+        if root.level != Level::L2 || root.parent.is_some() || &*root.name != "root" {
             return Err(format!("root is malformed: {root:?}"));
         }
         if self.ns_by_name.len() != self.namespaces.len() {
@@ -1227,7 +1229,7 @@ impl Model {
     }
 
     fn name_of(&self, id: NsId) -> &str {
-        self.namespaces.get(&id).map_or("?", |n| n.name.as_str())
+        self.namespaces.get(&id).map_or("?", |n| &*n.name)
     }
 
     fn check_name_free(&self, name: &str) -> Result<()> {
@@ -1373,7 +1375,8 @@ impl TryFrom<ModelState> for Model {
         for (l2, r) in s.routes {
             m.routes.entry(l2).or_default().insert(r.dst, r);
         }
-        for sock in s.sockets {
+        for mut sock in s.sockets {
+            sock.service = m.labels.intern(&sock.service);
             let b = sock.binding;
             m.sockets_by_ns.insert((b.ns, b.id));
             m.ports.insert((b.ns, b.proto, b.port, b.addr), b.id);

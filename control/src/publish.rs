@@ -89,7 +89,7 @@ fn ns_view_after(
     let n = model.namespace(ns)?;
     let family = model.family_of(ns)?;
     let prev = prev.filter(|p| p.id == ns && *p.name == *n.name && p.family == family);
-    let name = prev.map_or_else(|| n.name.as_str().into(), |p| p.name.clone());
+    let name = n.name.clone();
     let ifaddrs = match prev {
         Some(p) => {
             // Both parts are in the model's order, (device, local): merge them.

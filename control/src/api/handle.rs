@@ -272,7 +272,7 @@ fn stats(rt: &Runtime, caller: NsId, only: Option<&str>) -> Result<StatsView> {
     let namespaces = chosen
         .iter()
         .map(|n| NsStats {
-            namespace: n.name.clone(),
+            namespace: n.name.to_string(),
             counters: rt.stats.ns(n.id),
         })
         .collect();
@@ -304,7 +304,7 @@ fn json<T: Serialize>(v: T) -> Value {
 
 fn name_of(m: &Model, ns: NsId) -> String {
     m.namespace(ns)
-        .map_or_else(|| ns.to_string(), |n| n.name.clone())
+        .map_or_else(|| ns.to_string(), |n| n.name.to_string())
 }
 
 fn dev_name(m: &Model, i: &IfAddr) -> String {
@@ -360,7 +360,7 @@ fn sock_view(rt: &Runtime, s: &Socket) -> SockView {
         proto: b.proto,
         addr: b.addr,
         port: b.port,
-        service: s.service.clone(),
+        service: s.service.to_string(),
         queued: q.map_or(0, |q| q.len()),
         depth: q.map_or(0, |q| q.depth()),
         high_water: q.map_or(0, |q| q.high_water.load(Relaxed)),

@@ -486,7 +486,7 @@ impl Control {
         let want: BTreeMap<String, NsId> = m
             .namespaces()
             .filter(|n| n.id != NsId::ROOT)
-            .map(|n| (n.name.clone(), n.id))
+            .map(|n| (n.name.to_string(), n.id))
             .collect();
         let stale: Vec<String> = self
             .tenants

@@ -50,7 +50,7 @@ fn r01_levels_and_names() {
     let mut m = Model::new();
     let root = m.namespace(ROOT).unwrap();
     assert_eq!(
-        (root.name.as_str(), root.level, root.parent, root.net_admin),
+        (&*root.name, root.level, root.parent, root.net_admin),
         ("root", Level::L2, None, true)
     );
     let (web1, ch) = m
@@ -130,7 +130,11 @@ fn r01_levels_and_names() {
         m.ns_add(lab, "t3", Some("root"), LoopbackMode::Isolated)
     });
     // Listing: an L3 identity sees only itself; an L2 itself and its descendants.
-    let names = |v: Vec<&Namespace>| v.into_iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+    let names = |v: Vec<&Namespace>| {
+        v.into_iter()
+            .map(|n| n.name.to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(names(m.ns_list(web1).unwrap()), vec!["web1"]);
     assert_eq!(names(m.ns_list(lab).unwrap()), vec!["lab", "t1", "t2"]);
     assert_eq!(m.ns_list(ROOT).unwrap().len(), m.namespaces().count());
