@@ -52,9 +52,8 @@ impl NsDrop {
     }
 }
 
-/// Per-namespace counters of one worker. Aligned to a cache line, with the fields a received
-/// packet updates (`rx_*`, `delivered`, `broadcast_delivered`, `dropped`: 56 bytes) first, so
-/// that a packet touches one line of its namespace's counters.
+/// Per-namespace receive counters of one worker: one cache line (56 bytes used), so that a
+/// received packet touches one line of its namespace's counters.
 #[derive(Debug, Default)]
 #[repr(align(64))]
 pub struct NsCounters {
@@ -63,10 +62,6 @@ pub struct NsCounters {
     pub delivered: Cell,
     pub broadcast_delivered: Cell,
     pub dropped: [Cell; 3],
-    pub tx_packets: Cell,
-    pub tx_bytes: Cell,
-    pub tx_spoofed: Cell,
-    pub icmp_echo_replied: Cell,
 }
 
 impl NsCounters {
@@ -74,6 +69,17 @@ impl NsCounters {
     pub fn drop(&self, why: NsDrop, n: u64) {
         self.dropped[why as usize].add(n);
     }
+}
+
+/// Per-namespace transmit counters of one worker (32 bytes, two namespaces per line): kept
+/// apart from the receive line so that a namespace costs 96 bytes per worker, not 128.
+#[derive(Debug, Default)]
+#[repr(align(32))]
+pub struct NsTxCounters {
+    pub tx_packets: Cell,
+    pub tx_bytes: Cell,
+    pub tx_spoofed: Cell,
+    pub icmp_echo_replied: Cell,
 }
 
 /// Why a port dropped a frame, beyond the parser's reasons.
@@ -190,7 +196,21 @@ impl PortCounters {
 }
 
 const NS_CHUNK: usize = 256;
-type NsChunk = [NsCounters; NS_CHUNK];
+/// The counters of `NS_CHUNK` consecutive namespaces.
+#[derive(Debug)]
+struct NsChunk {
+    rx: [NsCounters; NS_CHUNK],
+    tx: [NsTxCounters; NS_CHUNK],
+}
+
+impl NsChunk {
+    fn new() -> Arc<Self> {
+        Arc::new(NsChunk {
+            rx: std::array::from_fn(|_| NsCounters::default()),
+            tx: std::array::from_fn(|_| NsTxCounters::default()),
+        })
+    }
+}
 
 /// One writer's counters: per namespace (growing in chunks as namespaces appear), per port,
 /// and its polls.
@@ -224,7 +244,8 @@ impl WorkerCounters {
     pub fn ns(&self, ns: NsId) -> Option<NsSnapshot> {
         let chunks = self.chunks.load();
         let c = chunks.get(ns.0 as usize / NS_CHUNK)?;
-        Some(NsSnapshot::of(&c[ns.0 as usize % NS_CHUNK]))
+        let i = ns.0 as usize % NS_CHUNK;
+        Some(NsSnapshot::of(&c.rx[i], &c.tx[i]))
     }
 }
 
@@ -235,20 +256,32 @@ pub struct NsWriter {
 }
 
 impl NsWriter {
+    /// The receive counters of `ns`.
     #[inline(always)]
     pub fn ns(&mut self, ns: NsId) -> &NsCounters {
-        let i = ns.0 as usize;
-        if i / NS_CHUNK >= self.chunks.len() {
-            self.grow(i / NS_CHUNK + 1);
+        &self.chunk(ns).rx[ns.0 as usize % NS_CHUNK]
+    }
+
+    /// The transmit counters of `ns`.
+    #[inline(always)]
+    pub fn tx(&mut self, ns: NsId) -> &NsTxCounters {
+        &self.chunk(ns).tx[ns.0 as usize % NS_CHUNK]
+    }
+
+    #[inline(always)]
+    fn chunk(&mut self, ns: NsId) -> &NsChunk {
+        let i = ns.0 as usize / NS_CHUNK;
+        if i >= self.chunks.len() {
+            self.grow(i + 1);
         }
-        &self.chunks[i / NS_CHUNK][i % NS_CHUNK]
+        &self.chunks[i]
     }
 
     #[cold]
     fn grow(&mut self, n: usize) {
         let mut v: Vec<Arc<NsChunk>> = (*self.chunks).clone();
         while v.len() < n {
-            v.push(Arc::new(std::array::from_fn(|_| NsCounters::default())));
+            v.push(NsChunk::new());
         }
         let v = Arc::new(v);
         self.owner.chunks.store(v.clone());
@@ -273,7 +306,7 @@ pub struct NsSnapshot {
 }
 
 impl NsSnapshot {
-    fn of(c: &NsCounters) -> Self {
+    fn of(c: &NsCounters, t: &NsTxCounters) -> Self {
         NsSnapshot {
             rx_packets: c.rx_packets.get(),
             rx_bytes: c.rx_bytes.get(),
@@ -282,10 +315,10 @@ impl NsSnapshot {
             dropped_no_socket: c.dropped[0].get(),
             dropped_queue_full: c.dropped[1].get(),
             dropped_ns_gone: c.dropped[2].get(),
-            tx_packets: c.tx_packets.get(),
-            tx_bytes: c.tx_bytes.get(),
-            tx_spoofed: c.tx_spoofed.get(),
-            icmp_echo_replied: c.icmp_echo_replied.get(),
+            tx_packets: t.tx_packets.get(),
+            tx_bytes: t.tx_bytes.get(),
+            tx_spoofed: t.tx_spoofed.get(),
+            icmp_echo_replied: t.icmp_echo_replied.get(),
         }
     }
 
@@ -382,5 +415,26 @@ mod tests {
         for (i, d) in PortDrop::all().enumerate() {
             assert_eq!(d.index(), i);
         }
+    }
+
+    #[test]
+    fn a_namespace_costs_96_bytes_per_writer_and_rx_and_tx_cells_are_apart() {
+        // The memory target of issue 7 (<= 1 KiB per namespace in the whole process) counts
+        // these once per worker and once for the control thread.
+        assert_eq!(std::mem::size_of::<NsChunk>(), 96 * NS_CHUNK);
+        assert_eq!(std::mem::size_of::<NsCounters>(), 64);
+        let stats = Stats::new(1, vec![]);
+        let mut w = stats.workers[0].writer();
+        w.ns(NsId(5)).rx_packets.add(3);
+        w.tx(NsId(5)).tx_packets.add(4);
+        w.tx(NsId(5)).icmp_echo_replied.inc();
+        w.tx(NsId(6)).tx_bytes.add(9);
+        let s5 = stats.ns(NsId(5));
+        assert_eq!(
+            (s5.rx_packets, s5.tx_packets, s5.icmp_echo_replied),
+            (3, 4, 1)
+        );
+        assert_eq!(stats.ns(NsId(6)).tx_bytes, 9);
+        assert_eq!(stats.ns(NsId(6)).rx_packets, 0);
     }
 }

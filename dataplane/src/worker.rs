@@ -366,10 +366,10 @@ impl<P: Port> Worker<P> {
         };
         // R14: never transmit a source the sender does not own.
         if !table.may_send_from(req.ns, req.src) {
-            self.ns.ns(req.ns).tx_spoofed.inc();
+            self.ns.tx(req.ns).tx_spoofed.inc();
             return;
         }
-        let c = self.ns.ns(req.ns);
+        let c = self.ns.tx(req.ns);
         c.tx_packets.inc();
         c.tx_bytes.add(req.payload.len() as u64);
         let version = table.version();
@@ -550,7 +550,7 @@ impl<P: Port> Worker<P> {
                 if table.may_send_from(w.req.ns, w.req.src) {
                     self.transmit(w.port, mac, &w.req);
                 } else {
-                    self.ns.ns(w.req.ns).tx_spoofed.inc();
+                    self.ns.tx(w.req.ns).tx_spoofed.inc();
                 }
             } else if now.duration_since(w.since) > self.cfg.arp_timeout {
                 self.counters.ports[self.ports[w.port].index].drop(PortDrop::ArpUnresolved);
@@ -789,6 +789,7 @@ impl RxCtx<'_> {
             return;
         }
         // R15: answered from the address it was sent to, counted in the owner.
+        let c = self.ns.tx(ns);
         c.icmp_echo_replied.inc();
         c.tx_packets.inc();
         c.tx_bytes.add(i.ip.total_len() as u64);

@@ -79,6 +79,7 @@ impl Fixture {
         a.rx_bytes.add(100);
         a.delivered.add(3);
         a.drop(NsDrop::NoSocket, 1);
+        let a = w0.tx(WEB1);
         a.tx_packets.add(7);
         a.tx_bytes.add(700);
         a.tx_spoofed.inc();
