@@ -8,60 +8,22 @@
 //! and what an empty runtime allocates); a worker's per-namespace counters after a packet to
 //! every namespace; and the peak while the set-up batch is published.
 
-#![allow(unsafe_code)] // the counting allocator only forwards to `System`
-
 use clap::Parser;
 use l3ns_control::model::Model;
 use l3ns_control::runtime::Runtime;
 use l3ns_dataplane::counters::WorkerCounters;
 use l3ns_dataplane::types::{LoopbackMode, NsId, Scope};
+use peak_alloc::PeakAlloc;
 use serde::Serialize;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// The system allocator, counting live and peak requested bytes.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged to the system allocator.
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: `p` came from `alloc` with the same layout.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        // SAFETY: forwarded unchanged to the system allocator.
-        let q = unsafe { System.realloc(p, l, new) };
-        if !q.is_null() {
-            if new >= l.size() {
-                let now = LIVE.fetch_add(new - l.size(), Ordering::Relaxed) + new - l.size();
-                PEAK.fetch_max(now, Ordering::Relaxed);
-            } else {
-                LIVE.fetch_sub(l.size() - new, Ordering::Relaxed);
-            }
-        }
-        q
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: PeakAlloc = PeakAlloc;
 
 fn live() -> usize {
-    LIVE.load(Ordering::Relaxed)
+    ALLOC.current_usage()
 }
 
 #[derive(Parser, Debug)]
@@ -138,7 +100,7 @@ fn measure(n: usize, a: usize) -> Point {
     drop(model);
 
     let base = live();
-    PEAK.store(base, Ordering::Relaxed);
+    ALLOC.reset_peak_usage();
     let mut rt = Runtime::new(Model::new(), 1, vec!["mem0".into()], 1024);
     let q = rt.new_shared_queue(1024);
     let empty = live() - base;
@@ -173,7 +135,7 @@ fn measure(n: usize, a: usize) -> Point {
     rt.end_batch();
     rt.reclaim();
     let runtime = live() - base - empty;
-    let runtime_peak = PEAK.load(Ordering::Relaxed) - base - empty;
+    let runtime_peak = ALLOC.peak_usage() - base - empty;
     let (snapshot_addr_tables, snapshot_ns_views) = rt.snapshot().memory_usage();
 
     let before = live();
