@@ -176,10 +176,9 @@ pub fn full_build(model: &Model, version: u64) -> OwnerTable {
             t.set_local(l2, i.local, &entries_at(model, l2, i.local));
         }
     }
-    for n in model.namespaces() {
-        if let Some(v) = ns_view(model, n.id) {
-            t.set_namespace(v);
-        }
+    let ids: Vec<NsId> = model.namespaces().map(|n| n.id).collect();
+    for slice in ids.chunks(1024) {
+        t.update_namespaces(slice.iter().map(|id| (*id, ns_view(model, *id))));
     }
     t.set_version(version);
     t
@@ -257,15 +256,16 @@ impl Publisher {
         for (l2, local) in &changes.addrs {
             t.set_local(*l2, *local, &entries_at(model, *l2, *local));
         }
-        for ns in &changes.removed_namespaces {
-            t.remove_namespace(*ns);
-        }
+        t.update_namespaces(changes.removed_namespaces.iter().map(|ns| (*ns, None)));
         let changed = ChangedAddrs::new(model, changes);
-        for ns in &changes.namespaces {
-            match ns_view_after(model, *ns, t.namespace(*ns), &changed) {
-                Some(v) => t.set_namespace(v),
-                None => t.remove_namespace(*ns),
-            }
+        // In slices, so that a batch that changes every namespace holds a bounded number of
+        // new views at a time; each slice rebuilds a touched port's listener list once.
+        for slice in changes.namespaces.chunks(1024) {
+            let views: Vec<(NsId, Option<NsView>)> = slice
+                .iter()
+                .map(|ns| (*ns, ns_view_after(model, *ns, t.namespace(*ns), &changed)))
+                .collect();
+            t.update_namespaces(views);
         }
         for id in &changes.closed_sockets {
             t.set_socket_queue(*id, None);

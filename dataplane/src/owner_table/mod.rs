@@ -800,42 +800,75 @@ impl OwnerTable {
     }
 
     /// Adds or replaces a namespace's view (bindings are sorted here).
-    pub fn set_namespace(&mut self, mut view: NsView) {
-        view.normalize();
-        // The old view's `Arc`, not a deep copy of it.
-        let old = self.namespaces.get(view.id.0 as usize).cloned();
-        let fi = self.family_index(view.family);
-        self.update_listeners(fi, old.as_deref(), Some(&view));
-        self.namespaces
-            .set(view.id.0 as usize, Some(Arc::new(view)));
+    pub fn set_namespace(&mut self, view: NsView) {
+        let id = view.id;
+        self.update_namespaces([(id, Some(view))]);
     }
 
     pub fn remove_namespace(&mut self, ns: NsId) {
-        if let Some(old) = self.namespaces.get(ns.0 as usize).cloned() {
-            let fi = self.family_index(old.family);
-            self.update_listeners(fi, Some(&*old), None);
-            self.namespaces.set(ns.0 as usize, None);
-        }
+        self.update_namespaces([(ns, None)]);
     }
 
-    fn update_listeners(&mut self, fi: usize, old: Option<&NsView>, new: Option<&NsView>) {
-        let old_b = old.map(|v| v.bindings.as_slice()).unwrap_or(&[]);
-        let new_b = new.map(|v| v.bindings.as_slice()).unwrap_or(&[]);
-        if old_b == new_b {
-            return;
+    /// Sets (`Some(view)`) or removes (`None`) several namespaces, then rebuilds the listener
+    /// list of each port whose bindings changed once. (Rebuilding it per namespace costs the
+    /// number of sockets on the port each time: a configuration that binds one port in
+    /// 100,000 namespaces took 20 s to publish.)
+    pub fn update_namespaces(&mut self, updates: impl IntoIterator<Item = (NsId, Option<NsView>)>) {
+        // (family index, port) -> the namespaces whose bindings on that port changed.
+        let mut touched: HashMap<(usize, u16), Vec<NsId>> = HashMap::new();
+        let mut touch = |fi: usize, ns: NsId, bindings: &[Binding]| {
+            for b in bindings {
+                let v = touched.entry((fi, b.port)).or_default();
+                if v.last() != Some(&ns) {
+                    v.push(ns);
+                }
+            }
+        };
+        for (ns, view) in updates {
+            // The old view's `Arc`, not a deep copy of it.
+            let old = self.namespaces.get(ns.0 as usize).cloned();
+            let old_b = old.as_deref().map_or(&[][..], |v| &v.bindings[..]);
+            match view {
+                Some(mut view) => {
+                    debug_assert_eq!(view.id, ns);
+                    view.normalize();
+                    if old_b != &view.bindings[..] {
+                        if let Some(o) = old.as_deref() {
+                            touch(self.family_index(o.family), ns, old_b);
+                        }
+                        touch(self.family_index(view.family), ns, &view.bindings);
+                    }
+                    self.namespaces.set(ns.0 as usize, Some(Arc::new(view)));
+                }
+                None => {
+                    if let Some(o) = old.as_deref() {
+                        touch(self.family_index(o.family), ns, old_b);
+                        self.namespaces.set(ns.0 as usize, None);
+                    }
+                }
+            }
         }
-        let ns = old.or(new).map(|v| v.id);
-        let mut ports: Vec<u16> = old_b.iter().chain(new_b).map(|b| b.port).collect();
-        ports.sort_unstable();
-        ports.dedup();
-        let listeners = Arc::make_mut(&mut self.families[fi].listeners);
-        for port in ports {
-            let mut list: Vec<Binding> = listeners
+        for ((fi, port), mut changed) in touched {
+            changed.sort_unstable();
+            changed.dedup();
+            let mut list: Vec<Binding> = self.families[fi]
+                .listeners
                 .get(&port)
-                .map(|l| l.iter().filter(|b| Some(b.ns) != ns).copied().collect())
+                .map(|l| {
+                    l.iter()
+                        .filter(|b| changed.binary_search(&b.ns).is_err())
+                        .copied()
+                        .collect()
+                })
                 .unwrap_or_default();
-            list.extend(new_b.iter().filter(|b| b.port == port));
+            let l2 = self.families[fi].l2;
+            for ns in &changed {
+                if let Some(v) = self.namespace(*ns).filter(|v| v.family == l2) {
+                    list.extend(v.bindings.iter().filter(|b| b.port == port));
+                }
+            }
             list.sort_by_key(|b| (b.ns, b.id));
+            let listeners = Arc::make_mut(&mut self.families[fi].listeners);
             if list.is_empty() {
                 listeners.remove(&port);
             } else {
@@ -1160,5 +1193,61 @@ mod tests {
         );
         assert!(t.may_send_from(WEB2, ip([10, 0, 0, 3])));
         assert!(!t.may_send_from(WEB2, ip([10, 0, 0, 2])), "R14");
+    }
+
+    #[test]
+    fn updating_many_namespaces_at_once_equals_one_at_a_time() {
+        // Views of 40 namespaces with sockets on shared ports (9 everywhere, 67 in some, a
+        // specific address on 9 in others), then a second round that rebinds, unbinds and
+        // removes some: `update_namespaces` in one call must leave the same listener lists
+        // (and everything else) as `set_namespace`/`remove_namespace` one by one.
+        let view = |n: u32, round: u32| -> Option<NsView> {
+            if round == 1 && n % 7 == 3 {
+                return None;
+            }
+            let id = NsId(n);
+            let mut b = vec![(100 + n, ip([0, 0, 0, 0]), 9)];
+            if (n + round) % 3 == 0 {
+                b.push((300 + n, ip([0, 0, 0, 0]), 67));
+            }
+            if n % 5 == 1 && round == 0 {
+                b.push((500 + n, ip([10, 0, 0, n as u8]), 9));
+            }
+            let a = vec![ifa(ETH0, [10, 0, 0, n as u8], 24, id)];
+            Some(NsView::in_root_family(
+                id,
+                &format!("n{n}"),
+                Some(ROOT),
+                a,
+                &b,
+            ))
+        };
+        let mut one = OwnerTable::new();
+        let mut many = OwnerTable::new();
+        for t in [&mut one, &mut many] {
+            t.set_device(Device {
+                id: ETH0,
+                name: "eth0".into(),
+                owner: ROOT,
+                mac: [2, 0, 0, 0, 0, 1],
+            });
+        }
+        for round in 0..2 {
+            for n in 1..=40 {
+                match view(n, round) {
+                    Some(v) => one.set_namespace(v),
+                    None => one.remove_namespace(NsId(n)),
+                }
+            }
+            many.update_namespaces((1..=40).map(|n| (NsId(n), view(n, round))));
+            assert_eq!(one.content_diff(&many), None, "round {round}");
+        }
+        let on = |t: &OwnerTable, port| {
+            let mut n = 0;
+            t.broadcast_recipients(ETH0, ip([255, 255, 255, 255]), Proto::Udp, port, |_| n += 1);
+            n
+        };
+        // Round 1: namespaces 3, 10, 17, 24, 31, 38 are gone; every other one listens on 9.
+        assert_eq!(on(&many, 9), 34);
     }
 }
