@@ -96,9 +96,11 @@ fn ns_name(i: usize) -> String {
     format!("t{i}")
 }
 
-fn addr_of(ns: usize, k: usize) -> Ipv4Addr {
-    // 10.N.N.K: 64 addresses per namespace inside 10.0.0.0/8.
-    let i = (ns * 64 + k) as u32 + 1;
+fn addr_of(ns: usize, k: usize, per_ns: usize) -> Ipv4Addr {
+    // Inside 10.0.0.0/8: each namespace gets a block of max(64, per_ns) addresses (64 in the
+    // default 1,000 x 64 set-up, so the same addresses as before).
+    let i = (ns * per_ns.max(64) + k) as u32 + 1;
+    assert!(i < 1 << 24, "the set-up does not fit in 10.0.0.0/8");
     Ipv4Addr::from(0x0a00_0000 | i)
 }
 
@@ -123,7 +125,7 @@ fn setup(args: &Args) -> Setup {
             })
             .unwrap();
         for k in 0..args.addrs_per_ns {
-            let a = addr_of(ns, k);
+            let a = addr_of(ns, k, args.addrs_per_ns);
             rt.apply("addr_add", |m| {
                 m.addr_add(root, "mem0", a, 8, None, None, Scope::Global)
                     .map(|c| ((), c))
