@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Comparison 1: unicast Mpps and process memory vs number of namespaces (memory port).
 
-Runs `l3ns-throughput --namespaces N --addrs-per-ns A --seconds S --json` for every N in
+Runs `l3ns-throughput --namespaces N --addrs-per-ns A --seconds S --only unicast --json` for every N in
 --namespaces and A in --addrs, --reps times each (interleaved: rep 1 of every point, then
 rep 2, ...), and records the unicast Mpps, the setup time and the child's peak RSS
 (ru_maxrss from wait4, i.e. VmHWM). Memory per namespace / per address is the peak-RSS
@@ -21,8 +21,11 @@ import common  # noqa: E402
 
 def run_point_rss(ns, addrs, seconds, timeout):
     """run_point, but spawn with fork/exec + wait4 to get the child's own ru_maxrss."""
+    # Only the unicast scenario: the peak RSS is then the set-up plus the dataplane at work.
+    # (A Prometheus render's text is bounded by the metrics' namespace cap, 10,000 by
+    # default, not per namespace: RESULTS.md reports it apart.)
     cmd = [common.binary("l3ns-throughput"), "--namespaces", str(ns), "--addrs-per-ns",
-           str(addrs), "--seconds", str(seconds), "--json"]
+           str(addrs), "--seconds", str(seconds), "--only", "unicast", "--json"]
     load = common.loadavg()[0]
     t0 = time.time()
     r, w = os.pipe()
@@ -214,8 +217,25 @@ def main():
                   f"{p['setup_seconds']['median']:>8.1f} {p['peak_rss_kib']['median'] / 1024:>12.1f} "
                   f"{p.get('rss_bytes_per_namespace', float('nan')):>7.0f} "
                   f"{p.get('rss_bytes_per_address', float('nan')):>7.0f}")
+    # The marginal cost of an address: at a fixed number of namespaces, the peak-RSS delta
+    # between the fewest and each larger number of addresses per namespace.
+    per_address = []
+    for n in nss:
+        pts = [p for a in addrs for p in series.get(a, []) if p["namespaces"] == n]
+        if len(pts) < 2:
+            continue
+        lo = min(pts, key=lambda p: p["addresses"])
+        for p in pts:
+            if p["addresses"] > lo["addresses"]:
+                d = (p["peak_rss_kib"]["median"] - lo["peak_rss_kib"]["median"]) * 1024
+                e = {"namespaces": n, "from_addresses": lo["addresses"], "to_addresses": p["addresses"],
+                     "rss_bytes_per_address_added": d / (p["addresses"] - lo["addresses"])}
+                per_address.append(e)
+                print(f"{n} namespaces, {lo['addresses']} -> {p['addresses']} addresses: "
+                      f"{e['rss_bytes_per_address_added']:.0f} B of peak RSS per address added")
     info["loadavg_end"] = common.loadavg()
     out = {
+        "per_address": per_address,
         "machine": info,
         "command": "bench/scripts/scale.py " + " ".join(sys.argv[1:]),
         "what": "l3ns-throughput unicast Mpps (one worker core, memory port) and child peak RSS "
