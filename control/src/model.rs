@@ -256,6 +256,34 @@ impl Model {
         m
     }
 
+    /// Rebuilds every index from its sorted contents, which packs the B-tree nodes full.
+    /// Keys that arrive in order (namespace and socket ids, a configuration's addresses) leave
+    /// nodes just over half full when inserted one at a time — the model then takes ~1.9
+    /// times the bytes of its entries; rebuilt, ~1.05 times. Linear in the model's size: the
+    /// runtime calls it after a batch that changed many records (a configuration or a saved
+    /// state loading, a bulk set-up), and loading a saved state does. Changes nothing else.
+    pub fn compact(&mut self) {
+        fn rebuild<T>(m: &mut T)
+        where
+            T: Default + IntoIterator + FromIterator<<T as IntoIterator>::Item>,
+        {
+            *m = std::mem::take(m).into_iter().collect();
+        }
+        rebuild(&mut self.namespaces);
+        rebuild(&mut self.ns_by_name);
+        rebuild(&mut self.children);
+        rebuild(&mut self.devices);
+        rebuild(&mut self.dev_by_name);
+        rebuild(&mut self.ifaddrs);
+        rebuild(&mut self.by_owner);
+        rebuild(&mut self.by_local);
+        rebuild(&mut self.connected);
+        rebuild(&mut self.routes);
+        rebuild(&mut self.sockets);
+        rebuild(&mut self.sockets_by_ns);
+        rebuild(&mut self.ports);
+    }
+
     // ----- namespaces (R1, R5) -------------------------------------------------------------
 
     /// R1: creates an L3 child of `parent` (default: the caller). The caller must be an L2
@@ -1384,6 +1412,7 @@ impl TryFrom<ModelState> for Model {
         }
         m.check_invariants()
             .map_err(|e| format!("inconsistent saved model: {e}"))?;
+        m.compact();
         Ok(m)
     }
 }
