@@ -562,7 +562,7 @@ impl<P: Port> Worker<P> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn stage(
     staging: &mut Staging,
     pools: &BatchPools,
