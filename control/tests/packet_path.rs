@@ -400,6 +400,59 @@ fn malformed_frames_are_counted_and_the_worker_keeps_serving() {
     );
 }
 
+/// The worker takes plain UDP frames to a local address a short way and parses everything
+/// else fully: a datagram behind IPv4 options, or in a group-addressed Ethernet frame, must
+/// be delivered and counted exactly like the plain one, and another host's MAC dropped.
+#[test]
+fn r08_r09_the_short_and_the_full_parse_deliver_and_count_alike() {
+    let mut n = net();
+    let mut s = n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 9).unwrap();
+    let plain = udp_to(WEB1_IP, 9, b"plain");
+    // Four NOP options: IHL 6, total length + 4; the UDP checksum does not cover them.
+    let mut options = udp_to(WEB1_IP, 9, b"options");
+    options.splice(34..34, [1u8, 1, 1, 1]);
+    options[14] = 0x46;
+    let total = u16::from_be_bytes([options[16], options[17]]) + 4;
+    options[16..18].copy_from_slice(&total.to_be_bytes());
+    fix_ipv4_checksum(&mut options);
+    let group = udp_frame([0x01, 0, 0x5e, 0, 0, 1], PEER, WEB1_IP, 40000, 9, b"group");
+    let other_host = udp_frame([0x02, 0, 0, 0, 0, 0x77], PEER, WEB1_IP, 40000, 9, b"no");
+    let ip_bytes: u64 = [&plain, &options, &group]
+        .iter()
+        .map(|f| u64::from(u16::from_be_bytes([f[16], f[17]])))
+        .sum();
+    n.inject([plain, options, other_host, group]);
+    let got: Vec<_> = std::iter::from_fn(|| s.try_recv()).collect();
+    let payloads: Vec<&[u8]> = got.iter().map(|d| d.payload.as_slice()).collect();
+    assert_eq!(payloads, [&b"plain"[..], b"options", b"group"]);
+    for d in &got {
+        let m = l3ns_dataplane::socket::DgramMeta {
+            off: 0,
+            len: 0,
+            ..d.meta
+        };
+        let first = l3ns_dataplane::socket::DgramMeta {
+            off: 0,
+            len: 0,
+            ..got[0].meta
+        };
+        assert_eq!(m, first, "same meta whichever parse took it");
+    }
+    assert_eq!(
+        (
+            got[0].meta.ns,
+            got[0].meta.src,
+            got[0].meta.dst,
+            got[0].meta.src_port
+        ),
+        (n.web1, PEER, WEB1_IP, 40000)
+    );
+    let w1 = n.rt.stats.ns(n.web1);
+    assert_eq!((w1.rx_packets, w1.rx_bytes, w1.delivered), (3, ip_bytes, 3));
+    assert_eq!(n.rt.stats.port_dropped(0, PortDrop::OtherHost), 1);
+    assert_eq!(n.rt.stats.port_sum(0, |p| p.rx_packets.get()), 4);
+}
+
 /// Recomputes the IPv4 header checksum after a test edited the header.
 fn fix_ipv4_checksum(frame: &mut [u8]) {
     frame[24] = 0;

@@ -80,12 +80,17 @@ impl Batch {
     }
 
     /// Appends a datagram; `meta.off` and `meta.len` are set here.
-    #[inline]
-    pub fn push(&mut self, mut meta: DgramMeta, payload: &[u8]) {
-        meta.off = self.bytes.len() as u32;
-        meta.len = payload.len() as u32;
+    #[inline(always)]
+    pub fn push(&mut self, meta: DgramMeta, payload: &[u8]) {
+        // One struct literal, so that an inlined caller's fields are stored straight into the
+        // batch (patching `off`/`len` into a copy on the stack made the copy's wide loads
+        // wait on the narrow stores: a store-forwarding stall per datagram).
+        self.metas.push(DgramMeta {
+            off: self.bytes.len() as u32,
+            len: payload.len() as u32,
+            ..meta
+        });
         self.bytes.extend_from_slice(payload);
-        self.metas.push(meta);
     }
 
     pub fn len(&self) -> usize {

@@ -7,7 +7,7 @@
 //! allocates per packet (batches and frames are recycled).
 
 use crate::counters::{NsDrop, NsWriter, PortCounters, PortDrop, WorkerCounters};
-use crate::owner_table::{Dest, OwnerTable};
+use crate::owner_table::{Dest, NsView, OwnerTable};
 use crate::port::{Port, MAX_GROUP};
 use crate::prefetch;
 use crate::socket::{Batch, BatchPools, DgramMeta, SocketQueue};
@@ -562,7 +562,7 @@ impl<P: Port> Worker<P> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn stage(
     staging: &mut Staging,
     pools: &BatchPools,
@@ -579,6 +579,15 @@ fn stage(
     let mut b = pools.take(worker, burst);
     b.push(meta, payload);
     staging.open.push((queue.clone(), b));
+}
+
+/// The owner of a frame's destination, found while prefetching (see `RxCtx::group`).
+#[derive(Clone, Copy)]
+struct Owner<'a> {
+    /// The destination it was looked up for, in host order.
+    dst: u32,
+    ns: NsId,
+    view: Option<&'a NsView>,
 }
 
 /// Everything the receive callback needs, borrowed for one burst.
@@ -604,12 +613,14 @@ struct RxCtx<'a> {
     now: Instant,
 }
 
-impl RxCtx<'_> {
-    /// A group of received frames, in passes: the first two only ask for cache lines (the
+impl<'a> RxCtx<'a> {
+    /// A group of received frames, in passes: the first three only ask for cache lines (the
     /// frames, then each destination's owner-table slot, then the owner's view and counters)
     /// so that the misses of the whole group overlap; the last one does the work of
     /// `frame`, in arrival order, on lines that are by then in the cache. The hints read
-    /// nothing that decides anything: a malformed frame just gets a useless prefetch.
+    /// nothing that decides anything: a malformed frame just gets a useless prefetch. The
+    /// owner the third pass looks up is handed to `frame`, which uses it only for the
+    /// destination it was looked up for (the same lookup `classify` would make).
     #[inline]
     fn group(&mut self, frames: &[&[u8]]) {
         let mut dst = [0u32; MAX_GROUP];
@@ -627,23 +638,54 @@ impl RxCtx<'_> {
                 self.family.prefetch(a);
             }
         }
-        for &d in &dst[..n] {
+        let table = self.table;
+        let mut owners: [Option<Owner<'a>>; MAX_GROUP] = [None; MAX_GROUP];
+        for (o, &d) in owners.iter_mut().zip(&dst[..n]) {
             if d != 0 {
                 if let Some(ns) = self.family.owner_of(self.dev, d) {
-                    self.table.prefetch_namespace(ns);
+                    let view = table.namespace(ns);
+                    if let Some(v) = view {
+                        prefetch::read(&v.hot);
+                    }
                     prefetch::read(self.ns.ns(ns));
+                    *o = Some(Owner { dst: d, ns, view });
                 }
             }
         }
-        for f in frames {
-            self.frame(f);
+        for (i, f) in frames.iter().enumerate() {
+            self.frame(f, owners.get(i).copied().flatten());
         }
     }
 
     #[inline]
-    fn frame(&mut self, frame: &[u8]) {
+    fn frame(&mut self, frame: &[u8], owner: Option<Owner<'a>>) {
         self.pc.rx_packets.inc();
         self.pc.rx_bytes.add(frame.len() as u64);
+        // The common frame — valid UDP, no IPv4 options, to a local unicast address — takes
+        // the short way; everything else (and every drop) goes through `parse_frame` as
+        // before. No counter moves before the paths part, so the result is the same.
+        if let Some(d) = wire::parse_udp_fast(frame) {
+            if d.is_group() || d.eth_dst == self.mac {
+                let dst = u32::from(d.dst);
+                // `classify` without a second lookup: an owner, unless limited broadcast.
+                let owner = match owner {
+                    Some(o) if o.dst == dst && dst != u32::MAX => Some((o.ns, o.view)),
+                    _ => match OwnerTable::classify(self.family, self.dev, d.dst) {
+                        Dest::Unicast(ns) => Some((ns, self.table.namespace(ns))),
+                        _ => None,
+                    },
+                };
+                if let Some((ns, view)) = owner {
+                    self.unicast(ns, view, &d, frame);
+                    return;
+                }
+            }
+        }
+        self.frame_parsed(frame);
+    }
+
+    #[inline(never)]
+    fn frame_parsed(&mut self, frame: &[u8]) {
         match wire::parse_frame(frame) {
             Err(reason) => self.pc.drop(PortDrop::Malformed(reason)),
             Ok(Parsed::Udp(u)) => {
@@ -652,7 +694,10 @@ impl RxCtx<'_> {
                     return;
                 }
                 match OwnerTable::classify(self.family, self.dev, u.ip.dst) {
-                    Dest::Unicast(ns) => self.unicast(ns, &u),
+                    Dest::Unicast(ns) => {
+                        let view = self.table.namespace(ns);
+                        self.unicast(ns, view, &u.datagram(), frame)
+                    }
                     Dest::LimitedBroadcast | Dest::DirectedBroadcast => self.broadcast(&u),
                     Dest::Multicast => self.pc.drop(PortDrop::Multicast),
                     Dest::Unclaimed => self.pc.drop(PortDrop::Unclaimed),
@@ -663,24 +708,30 @@ impl RxCtx<'_> {
         }
     }
 
+    /// R9 for a datagram to a unicast address `ns` (whose view is `view`) owns; `frame` is
+    /// what it arrived in.
     #[inline]
-    fn unicast(&mut self, ns: NsId, u: &wire::UdpFrame<'_>) {
+    fn unicast(
+        &mut self,
+        ns: NsId,
+        view: Option<&NsView>,
+        u: &wire::UdpDatagram<'_>,
+        frame: &[u8],
+    ) {
         let c = self.ns.ns(ns);
         c.rx_packets.inc();
-        c.rx_bytes.add(u.ip.total_len() as u64);
-        let queue = self
-            .table
-            .namespace(ns)
-            .and_then(|v| v.socket_for(Proto::Udp, u.ip.dst, u.dst_port))
+        c.rx_bytes.add(u64::from(u.ip_len));
+        let queue = view
+            .and_then(|v| v.socket_for(Proto::Udp, u.dst, u.dst_port))
             .and_then(|s| self.table.socket_queue(s).map(|q| (s, q)));
         match queue {
             Some((sock, q)) => {
                 let meta = DgramMeta {
                     socket: sock,
                     ns,
-                    src: u.ip.src,
+                    src: u.src,
                     src_port: u.src_port,
-                    dst: u.ip.dst,
+                    dst: u.dst,
                     dst_port: u.dst_port,
                     dev: self.dev.0,
                     version: self.version,
@@ -698,8 +749,17 @@ impl RxCtx<'_> {
             }
             None => {
                 c.drop(NsDrop::NoSocket, 1);
-                self.port_unreachable(u);
+                self.no_socket(frame);
             }
+        }
+    }
+
+    /// Answers a datagram no socket took (the ICMP error quotes the whole parsed header).
+    #[cold]
+    #[inline(never)]
+    fn no_socket(&mut self, frame: &[u8]) {
+        if let Ok(Parsed::Udp(u)) = wire::parse_frame(frame) {
+            self.port_unreachable(&u);
         }
     }
 
