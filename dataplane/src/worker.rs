@@ -639,16 +639,42 @@ impl<'a> RxCtx<'a> {
             }
         }
         let table = self.table;
-        let mut owners: [Option<Owner<'a>>; MAX_GROUP] = [None; MAX_GROUP];
-        for (o, &d) in owners.iter_mut().zip(&dst[..n]) {
+        let mut owner_ns: [Option<NsId>; MAX_GROUP] = [None; MAX_GROUP];
+        for (o, &d) in owner_ns.iter_mut().zip(&dst[..n]) {
             if d != 0 {
                 if let Some(ns) = self.family.owner_of(self.dev, d) {
-                    let view = table.namespace(ns);
-                    if let Some(v) = view {
-                        prefetch::read(&v.hot);
-                    }
+                    table.prefetch_namespace_slot(ns);
                     prefetch::read(self.ns.ns(ns));
-                    *o = Some(Owner { dst: d, ns, view });
+                    *o = Some(ns);
+                }
+            }
+        }
+        let mut owners: [Option<Owner<'a>>; MAX_GROUP] = [None; MAX_GROUP];
+        for ((o, ns), &d) in owners.iter_mut().zip(&owner_ns[..n]).zip(&dst[..n]) {
+            if let Some(ns) = *ns {
+                let view = table.namespace(ns);
+                if let Some(v) = view {
+                    v.prefetch();
+                }
+                *o = Some(Owner { dst: d, ns, view });
+            }
+        }
+        if table.many_sockets() {
+            // With many sockets, their slots miss too: find each packet's socket in the
+            // (prefetched) view and ask for its slot. The port is read where a header without
+            // IPv4 options has it; for any other frame the hint is merely useless.
+            for (o, f) in owners[..n].iter().zip(frames) {
+                if let (
+                    Some(Owner {
+                        dst, view: Some(v), ..
+                    }),
+                    Some(p),
+                ) = (o, f.get(36..38))
+                {
+                    let port = u16::from_be_bytes([p[0], p[1]]);
+                    if let Some(s) = v.socket_for(Proto::Udp, Ipv4Addr::from(*dst), port) {
+                        table.prefetch_socket(s);
+                    }
                 }
             }
         }

@@ -156,6 +156,14 @@ impl NsView {
         }
     }
 
+    /// Prefetches what a unicast receive reads of the view: its inline bindings, 36 bytes at
+    /// its start, which may straddle two lines (an `Arc`'s allocation is 16-byte aligned).
+    #[inline(always)]
+    pub fn prefetch(&self) {
+        crate::prefetch::read(&self.hot);
+        crate::prefetch::read(&self.hot.ids[HOT - 1]);
+    }
+
     /// Sorts bindings into the order lookups rely on.
     pub fn normalize(&mut self) {
         self.bindings
@@ -325,6 +333,12 @@ impl<T: Clone> Chunked<T> {
             chunks: Arc::new([]),
         }
     }
+    #[inline(always)]
+    fn prefetch(&self, i: usize) {
+        if let Some(slot) = self.chunks.get(i / CHUNK).and_then(|c| c.get(i % CHUNK)) {
+            crate::prefetch::read(slot);
+        }
+    }
     #[inline]
     fn get(&self, i: usize) -> Option<&T> {
         self.chunks.get(i / CHUNK)?.get(i % CHUNK)?.as_ref()
@@ -421,15 +435,11 @@ impl OwnerTable {
         self.namespaces.get(ns.0 as usize).map(|v| &**v)
     }
 
-    /// Prefetches the part of `ns`'s view the receive path reads (its inline bindings).
+    /// Prefetches the slot that points to `ns`'s view: with many namespaces the slots alone
+    /// outgrow the L2 cache, and reading one is a miss in front of the view's own.
     #[inline(always)]
-    pub fn prefetch_namespace(&self, ns: NsId) {
-        if let Some(v) = self.namespaces.get(ns.0 as usize) {
-            // The hot bindings are 36 bytes at the start of the view, which may straddle two
-            // lines (an `Arc`'s allocation is only 16-byte aligned).
-            crate::prefetch::read(&v.hot);
-            crate::prefetch::read(&v.hot.ids[HOT - 1]);
-        }
+    pub fn prefetch_namespace_slot(&self, ns: NsId) {
+        self.namespaces.prefetch(ns.0 as usize);
     }
 
     pub fn namespaces(&self) -> impl Iterator<Item = &NsView> {
@@ -519,6 +529,20 @@ impl OwnerTable {
                 f(b);
             }
         }
+    }
+
+    /// Whether the socket slots are many enough (more than 16,384: 128 KB) to miss the cache,
+    /// so that the receive path should prefetch a packet's socket slot in a pass of its own.
+    /// Below that, the extra pass costs more than the misses it hides.
+    #[inline(always)]
+    pub fn many_sockets(&self) -> bool {
+        self.sockets.chunks.len() * CHUNK > 16_384
+    }
+
+    /// Prefetches the slot that points to socket `id`'s queue.
+    #[inline(always)]
+    pub fn prefetch_socket(&self, id: SocketId) {
+        self.sockets.prefetch(id.0 as usize);
     }
 
     /// The queue a socket delivers into.
