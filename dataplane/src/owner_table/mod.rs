@@ -1231,7 +1231,7 @@ mod tests {
             }
             let id = NsId(n);
             let mut b = vec![(100 + n, ip([0, 0, 0, 0]), 9)];
-            if (n + round) % 3 == 0 {
+            if (n + round).is_multiple_of(3) {
                 b.push((300 + n, ip([0, 0, 0, 0]), 67));
             }
             if n % 5 == 1 && round == 0 {
