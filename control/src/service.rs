@@ -1,10 +1,12 @@
 //! Built-in services that consume bound sockets: `echo`, `sink` and `attach:PATH`.
 //!
-//! One service thread serves every socket. It polls each socket's queue
-//! ([`UdpSocket::try_recv`]) and, when a whole round found nothing, backs off: a few
-//! `yield`s, then sleeps growing to at most 1 ms. That is pacing (how soon an idle thread
-//! looks again), not synchronisation: sockets are added and removed through a channel the
-//! thread reads every round.
+//! One service thread serves every socket. It drains each socket's queue
+//! ([`UdpSocket::try_recv`], or whole batches for `sink`) and, once a round has left every
+//! queue empty, parks on all of them at once ([`Waiter`]): the worker that next hands a batch
+//! to any of them wakes it, once per round whatever the number of queues. Commands (sockets
+//! added and removed, through a channel) and `stop` unpark it too; the park times out after
+//! 100 ms, or 1 ms while an `attach` service runs (its process's replies arrive on a Unix
+//! socket nothing wakes the thread for).
 //!
 //! - `echo` answers each datagram to its sender from the address it was received on
 //!   (`send_from(meta.dst)`); a datagram received as a broadcast is answered with `send_to`,
@@ -36,7 +38,7 @@ use crate::error::ControlError;
 use crate::runtime::Runtime;
 use l3ns_dataplane::api::UdpSocket;
 use l3ns_dataplane::errno::Errno;
-use l3ns_dataplane::socket::DgramMeta;
+use l3ns_dataplane::socket::{DgramMeta, Waiter};
 use l3ns_dataplane::types::SocketId;
 use l3ns_dataplane::worker::Shared;
 use std::io::ErrorKind;
@@ -55,8 +57,10 @@ pub const ATTACH_HEADER: usize = 12;
 const MAX_UNIX_PATH: usize = 107;
 /// Datagrams taken from one socket per round, so that one busy socket cannot starve others.
 const ROUND_BUDGET: usize = 256;
-/// The longest idle sleep.
-const MAX_IDLE_SLEEP: Duration = Duration::from_millis(1);
+/// The longest park with no `attach` service (commands and `stop` unpark the thread).
+const MAX_PARK: Duration = Duration::from_millis(100);
+/// The longest park while an `attach` service runs: how soon its process's replies are read.
+const MAX_PARK_ATTACH: Duration = Duration::from_millis(1);
 /// How often an unreachable attach PATH is retried.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
@@ -184,12 +188,22 @@ impl Services {
         };
         self.commands
             .send(Command::Add(entry))
-            .map_err(|_| ControlError::eio("the service thread has stopped; restart l3nsd"))
+            .map_err(|_| ControlError::eio("the service thread has stopped; restart l3nsd"))?;
+        self.unpark();
+        Ok(())
     }
 
     /// Stops the service of socket `id` (after its socket was closed). Unknown ids are ignored.
     pub fn stop(&mut self, id: SocketId) {
         let _ = self.commands.send(Command::Remove(id));
+        self.unpark();
+    }
+
+    /// Wakes the thread (parked on its queues) to read a command or `stop`.
+    fn unpark(&self) {
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
     }
 
     /// Stops the thread and waits for it.
@@ -199,6 +213,7 @@ impl Services {
 
     fn halt(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.unpark();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -234,11 +249,12 @@ enum Kind {
 
 fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<ServiceStats>) {
     let mut entries: Vec<Entry> = Vec::new();
-    let mut idle_rounds: u32 = 0;
+    let waiter = Waiter::current();
     loop {
         loop {
             match rx.try_recv() {
                 Ok(Command::Add(e)) => {
+                    e.sock.queue().set_waiter(&waiter);
                     entries.retain(|x| x.sock.id() != e.sock.id());
                     entries.push(e);
                 }
@@ -251,45 +267,39 @@ fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<S
             return;
         }
         let now = Instant::now();
-        let work: usize = entries.iter_mut().map(|e| e.poll(&stats, now)).sum();
-        if work > 0 {
-            idle_rounds = 0;
+        let mut round = Round::default();
+        for e in &mut entries {
+            e.poll(&stats, now, &mut round);
+        }
+        if round.sunk > 0 {
+            ServiceStats::add(&stats.received, round.sunk);
+            ServiceStats::add(&stats.sunk, round.sunk);
+        }
+        if round.relayed > 0 {
+            // An attached process is answering: look again at once.
             continue;
         }
-        idle_rounds = idle_rounds.saturating_add(1);
-        if idle_rounds < 16 {
-            std::thread::yield_now();
-        } else {
-            park_on(&entries);
+        // Park unless a queue has datagrams again (a round takes at most ROUND_BUDGET
+        // datagrams from a socket, and workers keep handing over while it runs).
+        if waiter.prepare(entries.iter().map(|e| &**e.sock.queue())) {
+            let attach = entries.iter().any(|e| matches!(e.kind, Kind::Attach(_)));
+            waiter.park(if attach { MAX_PARK_ATTACH } else { MAX_PARK });
         }
     }
 }
 
-/// Sleeps until a worker hands a batch to one of the entries' queues, or at most
-/// `MAX_IDLE_SLEEP` (commands, attached processes' replies and echo retries are looked at
-/// again then). Workers unpark the thread, so sparse traffic costs a wake-up per batch,
-/// not a poll every few tens of microseconds.
-fn park_on(entries: &[Entry]) {
-    let mut prepared = 0;
-    let mut ready = false;
-    for e in entries {
-        if !e.sock.queue().prepare_park() {
-            ready = true;
-            break;
-        }
-        prepared += 1;
-    }
-    if !ready {
-        std::thread::park_timeout(MAX_IDLE_SLEEP);
-    }
-    for e in &entries[..prepared] {
-        e.sock.queue().end_park();
-    }
+/// What one round over every entry did (sink counts are added to the stats once per round).
+#[derive(Default)]
+struct Round {
+    /// Datagrams sinks consumed.
+    sunk: u64,
+    /// Messages attached processes sent back.
+    relayed: usize,
 }
 
 impl Entry {
-    /// One round on this socket; returns the datagrams handled.
-    fn poll(&mut self, stats: &ServiceStats, now: Instant) -> usize {
+    /// One round on this socket.
+    fn poll(&mut self, stats: &ServiceStats, now: Instant, round: &mut Round) {
         let mut n = 0;
         if let Kind::Sink = self.kind {
             // A sink needs no payload: take whole batches, count, hand them back.
@@ -299,9 +309,8 @@ impl Entry {
                 n += b.len();
                 q.recycle(b);
             }
-            ServiceStats::add(&stats.received, n as u64);
-            ServiceStats::add(&stats.sunk, n as u64);
-            return n;
+            round.sunk += n as u64;
+            return;
         }
         while n < ROUND_BUDGET {
             let Some(d) = self.sock.try_recv() else { break };
@@ -331,9 +340,8 @@ impl Entry {
             }
         }
         if let Kind::Attach(a) = &mut self.kind {
-            n += a.relay_back(&self.sock, &self.shared, stats);
+            round.relayed += a.relay_back(&self.sock, &self.shared, stats);
         }
-        n
     }
 }
 
