@@ -302,9 +302,10 @@ impl Entry {
     fn poll(&mut self, stats: &ServiceStats, now: Instant, round: &mut Round) {
         let mut n = 0;
         if let Kind::Sink = self.kind {
-            // A sink needs no payload: take whole batches, count, hand them back.
+            // A sink needs no payload: take whole batches, count, hand them back. The count
+            // is one line to read; an empty `pop_batch` reads two the worker writes.
             let q = self.sock.queue();
-            while n < ROUND_BUDGET {
+            while n < ROUND_BUDGET && !q.is_empty() {
                 let Some(b) = q.pop_batch() else { break };
                 n += b.len();
                 q.recycle(b);
