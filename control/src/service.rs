@@ -4,9 +4,11 @@
 //! ([`UdpSocket::try_recv`], or whole batches for `sink`) and, once a round has left every
 //! queue empty, parks on all of them at once ([`Waiter`]): the worker that next hands a batch
 //! to any of them wakes it, once per round whatever the number of queues. Commands (sockets
-//! added and removed, through a channel) and `stop` unpark it too; the park times out after
-//! 100 ms, or 1 ms while an `attach` service runs (its process's replies arrive on a Unix
-//! socket nothing wakes the thread for).
+//! added and removed, through a channel) and `stop` unpark it too. The park times out after
+//! 1 ms while traffic flows (then a worker with `idle_sleep_us` ≥ 1000 leaves the wake-up to
+//! that timer instead of a cross-core unpark), after 100 ms once it has stopped, and after
+//! 1 ms while an `attach` service runs (its process's replies arrive on a Unix socket nothing
+//! wakes the thread for).
 //!
 //! - `echo` answers each datagram to its sender from the address it was received on
 //!   (`send_from(meta.dst)`); a datagram received as a broadcast is answered with `send_to`,
@@ -59,6 +61,12 @@ const MAX_UNIX_PATH: usize = 107;
 const ROUND_BUDGET: usize = 256;
 /// The longest park with no `attach` service (commands and `stop` unpark the thread).
 const MAX_PARK: Duration = Duration::from_millis(100);
+/// The park while traffic flows (a round found datagrams in the last `BUSY_ROUNDS` parks): a
+/// worker that sleeps at least this long between polls (`idle_sleep_us` ≥ 1000) does not wake
+/// the thread across cores but lets this timer do it (`Worker::wake_consumers`).
+const BUSY_PARK: Duration = Duration::from_millis(1);
+/// Wake-ups that found nothing before the thread parks for `MAX_PARK` again.
+const BUSY_ROUNDS: u32 = 4;
 /// The longest park while an `attach` service runs: how soon its process's replies are read.
 const MAX_PARK_ATTACH: Duration = Duration::from_millis(1);
 /// How often an unreachable attach PATH is retried.
@@ -250,6 +258,8 @@ enum Kind {
 fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<ServiceStats>) {
     let mut entries: Vec<Entry> = Vec::new();
     let waiter = Waiter::current();
+    // Wake-ups in a row that found nothing to do.
+    let mut empty_wakes = BUSY_ROUNDS;
     loop {
         loop {
             match rx.try_recv() {
@@ -279,11 +289,23 @@ fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<S
             // An attached process is answering: look again at once.
             continue;
         }
+        if round.work > 0 {
+            empty_wakes = 0;
+        } else {
+            empty_wakes = empty_wakes.saturating_add(1);
+        }
+        let attach = entries.iter().any(|e| matches!(e.kind, Kind::Attach(_)));
+        let timeout = if attach {
+            MAX_PARK_ATTACH
+        } else if empty_wakes <= BUSY_ROUNDS {
+            BUSY_PARK
+        } else {
+            MAX_PARK
+        };
         // Park unless a queue has datagrams again (a round takes at most ROUND_BUDGET
         // datagrams from a socket, and workers keep handing over while it runs).
-        if waiter.prepare(entries.iter().map(|e| &**e.sock.queue())) {
-            let attach = entries.iter().any(|e| matches!(e.kind, Kind::Attach(_)));
-            waiter.park(if attach { MAX_PARK_ATTACH } else { MAX_PARK });
+        if waiter.prepare(timeout, entries.iter().map(|e| &**e.sock.queue())) {
+            waiter.park();
         }
     }
 }
@@ -291,6 +313,8 @@ fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<S
 /// What one round over every entry did (sink counts are added to the stats once per round).
 #[derive(Default)]
 struct Round {
+    /// Datagrams taken from the queues.
+    work: usize,
     /// Datagrams sinks consumed.
     sunk: u64,
     /// Messages attached processes sent back.
@@ -311,6 +335,7 @@ impl Entry {
                 q.recycle(b);
             }
             round.sunk += n as u64;
+            round.work += n;
             return;
         }
         while n < ROUND_BUDGET {
@@ -340,6 +365,7 @@ impl Entry {
                 Kind::Attach(a) => a.forward(&d.meta, &d.payload, stats, now),
             }
         }
+        round.work += n;
         if let Kind::Attach(a) = &mut self.kind {
             round.relayed += a.relay_back(&self.sock, &self.shared, stats);
         }

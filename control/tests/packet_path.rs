@@ -471,7 +471,7 @@ fn a_parked_consumer_is_woken_when_the_worker_goes_idle_or_four_busy_polls_later
     q.set_waiter(&w);
     // Under load (one burst of 32 per poll, five queued): not woken per poll, but after the
     // fourth poll that handed it something.
-    assert!(w.prepare([&*q]));
+    assert!(w.prepare(Duration::from_secs(30), [&*q]));
     for _ in 0..160 {
         n.wire.inject(udp_to(WEB1_IP, 9, b"x")).unwrap();
     }
@@ -485,13 +485,13 @@ fn a_parked_consumer_is_woken_when_the_worker_goes_idle_or_four_busy_polls_later
         "woken four busy polls after the first hand-off"
     );
     assert_eq!(q.len(), 128);
-    w.park(Duration::from_secs(30)); // the unpark came first: returns at once
-                                     // Sparse traffic: woken by the poll that finds nothing more to do.
+    w.park(); // the unpark came first: returns at once
+              // Sparse traffic: woken by the poll that finds nothing more to do.
     n.poll_until_idle();
     while let Some(b) = q.pop_batch() {
         q.recycle(b);
     }
-    assert!(w.prepare([&*q]));
+    assert!(w.prepare(Duration::from_secs(30), [&*q]));
     n.wire.inject(udp_to(WEB1_IP, 9, b"y")).unwrap();
     assert_eq!(n.worker.poll(Instant::now()), 1);
     assert!(
@@ -501,7 +501,7 @@ fn a_parked_consumer_is_woken_when_the_worker_goes_idle_or_four_busy_polls_later
     assert_eq!(n.worker.poll(Instant::now()), 0);
     assert!(!w.is_sleeping(), "woken once the worker went idle");
     let t = Instant::now();
-    w.park(Duration::from_secs(30));
+    w.park();
     assert!(t.elapsed() < Duration::from_secs(30));
     assert_eq!(q.len(), 1);
 }

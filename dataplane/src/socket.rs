@@ -15,8 +15,9 @@ use arc_swap::ArcSwapOption;
 use crossbeam::queue::ArrayQueue;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 /// One received datagram's metadata; its payload is `Batch::payload(meta)`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -171,6 +172,8 @@ impl BatchPools {
 #[derive(Debug)]
 pub struct Waiter {
     sleeping: AtomicBool,
+    /// When the park declared by `prepare` times out, in ns since `epoch()`.
+    deadline: AtomicU64,
     /// Whether this thread is counted in `PARKING` (read and written by the thread only).
     counted: AtomicBool,
     thread: Thread,
@@ -180,12 +183,23 @@ pub struct Waiter {
 /// zero, [`SocketQueue::wake`] needs to look no further.
 static PARKING: AtomicUsize = AtomicUsize::new(0);
 
+/// The origin of `Waiter::deadline`.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn nanos_since_epoch(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl Waiter {
     /// The calling thread's waiter (one per thread).
     pub fn current() -> Arc<Waiter> {
         thread_local! {
             static WAITER: Arc<Waiter> = Arc::new(Waiter {
                 sleeping: AtomicBool::new(false),
+                deadline: AtomicU64::new(0),
                 counted: AtomicBool::new(false),
                 thread: std::thread::current(),
             });
@@ -193,13 +207,21 @@ impl Waiter {
         WAITER.with(Arc::clone)
     }
 
-    /// Consumer side: declares the thread asleep, then returns false (and declares nothing)
-    /// when one of `queues` has datagrams queued; true: call [`Waiter::park`]. The queues must
-    /// have this waiter registered.
-    pub fn prepare<'a>(&self, queues: impl IntoIterator<Item = &'a SocketQueue>) -> bool {
+    /// Consumer side: declares the thread asleep for at most `timeout`, then returns false
+    /// (and declares nothing) when one of `queues` has datagrams queued; true: call
+    /// [`Waiter::park`]. The queues must have this waiter registered.
+    pub fn prepare<'a>(
+        &self,
+        timeout: Duration,
+        queues: impl IntoIterator<Item = &'a SocketQueue>,
+    ) -> bool {
         if !self.counted.swap(true, Ordering::Relaxed) {
             PARKING.fetch_add(1, Ordering::SeqCst);
         }
+        // Published by the SeqCst store below to a worker that reads `sleeping` set.
+        let deadline = nanos_since_epoch(Instant::now())
+            .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
+        self.deadline.store(deadline, Ordering::Relaxed);
         self.sleeping.store(true, Ordering::SeqCst);
         for q in queues {
             if q.queued.load(Ordering::SeqCst) > 0 {
@@ -211,9 +233,14 @@ impl Waiter {
     }
 
     /// Consumer side, after a successful [`Waiter::prepare`]: sleeps until a worker hands a
-    /// batch to one of the queues or `timeout` passes (or spuriously; the caller looks again).
-    pub fn park(&self, timeout: std::time::Duration) {
-        std::thread::park_timeout(timeout);
+    /// batch to one of the queues or the timeout given to `prepare` passes (or spuriously;
+    /// the caller looks again).
+    pub fn park(&self) {
+        let deadline = self.deadline.load(Ordering::Relaxed);
+        let left = deadline.saturating_sub(nanos_since_epoch(Instant::now()));
+        if left > 0 {
+            std::thread::park_timeout(Duration::from_nanos(left));
+        }
         self.awake();
     }
 
@@ -233,6 +260,21 @@ impl Waiter {
             return true;
         }
         false
+    }
+
+    /// Worker side: like [`Waiter::wake`], unless the thread's park times out within `within`
+    /// of `now` anyway (it then finds the datagrams itself, no later than that).
+    #[inline]
+    pub fn wake_unless_due(&self, now: Instant, within: Duration) -> bool {
+        if !self.sleeping.load(Ordering::SeqCst) {
+            return false;
+        }
+        let due = nanos_since_epoch(now)
+            .saturating_add(u64::try_from(within.as_nanos()).unwrap_or(u64::MAX));
+        if self.deadline.load(Ordering::Relaxed) <= due {
+            return false;
+        }
+        self.wake()
     }
 
     /// Whether the thread has declared itself asleep (and no worker has woken it yet).
@@ -291,11 +333,11 @@ impl SocketQueue {
     /// Consumer side: waits until a worker hands a batch over or `timeout` passes (no
     /// polling while traffic is sparse). Returns at once when datagrams are queued. A thread
     /// that consumes several queues parks on all of them at once with [`Waiter::prepare`].
-    pub fn park(&self, timeout: std::time::Duration) {
+    pub fn park(&self, timeout: Duration) {
         let w = Waiter::current();
         self.set_waiter(&w);
-        if w.prepare([self]) {
-            w.park(timeout);
+        if w.prepare(timeout, [self]) {
+            w.park();
         }
     }
 
@@ -306,6 +348,20 @@ impl SocketQueue {
     #[inline]
     pub fn wake(&self) -> bool {
         PARKING.load(Ordering::SeqCst) > 0 && self.waiter.load().as_ref().is_some_and(|w| w.wake())
+    }
+
+    /// Worker side: [`SocketQueue::wake`], unless the consumer's park times out within
+    /// `within` of `now` anyway ([`Waiter::wake_unless_due`]): a worker that sleeps
+    /// `idle_sleep` between polls passes that, the latency it already adds, and saves the
+    /// cross-core wake-up while the consumer wakes on its own timer.
+    #[inline]
+    pub fn wake_unless_due(&self, now: Instant, within: Duration) -> bool {
+        PARKING.load(Ordering::SeqCst) > 0
+            && self
+                .waiter
+                .load()
+                .as_ref()
+                .is_some_and(|w| w.wake_unless_due(now, within))
     }
 
     /// Worker side: hands a batch over. The queue fills to its depth like a socket buffer:
@@ -480,7 +536,7 @@ mod tests {
         let mut b = pools.take(0, 32);
         b.push(meta(1), b"x");
         q.offer(b).unwrap();
-        assert!(!w.prepare([&*q]));
+        assert!(!w.prepare(Duration::from_secs(30), [&*q]));
         assert!(!w.is_sleeping());
         assert!(!q.wake(), "a consumer that is not asleep is not unparked");
         q.recycle(q.pop_batch().unwrap());
@@ -492,11 +548,11 @@ mod tests {
         let consumer = std::thread::spawn(move || {
             let w = Waiter::current();
             q2.set_waiter(&w);
-            assert!(w.prepare([&*q2]));
+            assert!(w.prepare(Duration::from_secs(30), [&*q2]));
             b2.wait();
             let t = std::time::Instant::now();
             while q2.is_empty() && t.elapsed() < std::time::Duration::from_secs(30) {
-                w.park(std::time::Duration::from_secs(30));
+                w.park();
             }
             (t.elapsed(), q2.pop_batch().map(|b| b.len()))
         });
@@ -524,7 +580,7 @@ mod tests {
         for q in &qs {
             q.set_waiter(&w);
         }
-        assert!(w.prepare(qs.iter().map(|q| &**q)));
+        assert!(w.prepare(Duration::from_secs(30), qs.iter().map(|q| &**q)));
         // One round hands a batch to each queue, then wakes each: one unpark.
         for (i, q) in qs.iter().enumerate() {
             let mut b = pools.take(0, 32);
@@ -536,21 +592,57 @@ mod tests {
         assert!(!w.is_sleeping());
         // The unpark came before the park: the token makes it return at once.
         let t = std::time::Instant::now();
-        w.park(std::time::Duration::from_secs(30));
+        w.park();
         assert!(t.elapsed() < std::time::Duration::from_secs(30));
         // Anything queued anywhere: not declared asleep, so the next round wakes nobody.
-        assert!(!w.prepare(qs.iter().map(|q| &**q)));
+        assert!(!w.prepare(Duration::from_secs(30), qs.iter().map(|q| &**q)));
         assert!(!qs[2].wake());
         // Drained: declares again, and the next hand-off unparks again.
         for q in &qs {
             q.recycle(q.pop_batch().unwrap());
         }
-        assert!(w.prepare(qs.iter().map(|q| &**q)));
+        assert!(w.prepare(Duration::from_secs(30), qs.iter().map(|q| &**q)));
         let mut b = pools.take(0, 32);
         b.push(meta(1), b"e");
         qs[1].offer(b).unwrap();
         assert!(qs[1].wake());
-        w.park(std::time::Duration::from_secs(30));
+        w.park();
+    }
+
+    #[test]
+    fn a_consumer_whose_park_ends_soon_is_left_to_its_timer() {
+        let pools = BatchPools::new(1, 8);
+        let q = SocketQueue::new(64, pools.clone());
+        let w = Waiter::current();
+        q.set_waiter(&w);
+        let hand_over = || {
+            let mut b = pools.take(0, 32);
+            b.push(meta(1), b"t");
+            q.offer(b).unwrap();
+        };
+        // Parked for 1 ms: a worker that sleeps up to 1 s between polls leaves it to its
+        // timer (it stays declared asleep), and the park still ends by itself.
+        assert!(w.prepare(Duration::from_millis(1), [&*q]));
+        hand_over();
+        assert!(!q.wake_unless_due(Instant::now(), Duration::from_secs(1)));
+        assert!(w.is_sleeping());
+        w.park();
+        assert!(!w.is_sleeping());
+        assert_eq!(q.len(), 1);
+        q.recycle(q.pop_batch().unwrap());
+        // Parked for long: woken, also by a worker that sleeps between polls.
+        assert!(w.prepare(Duration::from_secs(30), [&*q]));
+        hand_over();
+        assert!(q.wake_unless_due(Instant::now(), Duration::from_millis(1)));
+        let t = Instant::now();
+        w.park();
+        assert!(t.elapsed() < Duration::from_secs(30));
+        q.recycle(q.pop_batch().unwrap());
+        // A busy-polling worker (nothing to wait for) wakes it whatever its timeout.
+        assert!(w.prepare(Duration::from_secs(10), [&*q]));
+        hand_over();
+        assert!(q.wake_unless_due(Instant::now(), Duration::ZERO));
+        w.park();
     }
 
     #[test]
