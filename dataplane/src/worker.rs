@@ -243,7 +243,7 @@ impl<P: Port> Worker<P> {
         }
         // Drain what is already staged or waiting to be sent before leaving.
         self.poll(Instant::now());
-        self.wake_consumers();
+        self.wake_consumers(Instant::now());
         self
     }
 
@@ -268,7 +268,7 @@ impl<P: Port> Worker<P> {
         if !self.staging.to_wake.is_empty() {
             self.staging.wake_polls += 1;
             if work == 0 || self.staging.wake_polls >= WAKE_EVERY_POLLS {
-                self.wake_consumers();
+                self.wake_consumers(now);
             }
         }
         work
@@ -279,9 +279,9 @@ impl<P: Port> Worker<P> {
     /// consumer whose park times out within `idle_sleep` anyway is left to its timer: that
     /// is no more than the latency this worker's own sleep adds, and it saves a cross-core
     /// wake-up (the costliest thing l3nsd did per round at 100 kpps). A busy-polling worker
-    /// (`idle_sleep` zero) wakes every parked consumer.
-    pub fn wake_consumers(&mut self) {
-        let now = Instant::now();
+    /// (`idle_sleep` zero) wakes every parked consumer. `now` is the poll's: an older one
+    /// only makes an unneeded wake-up more likely, never a missed one.
+    fn wake_consumers(&mut self, now: Instant) {
         for q in self.staging.to_wake.drain(..) {
             q.wake_unless_due(now, self.cfg.idle_sleep);
         }
