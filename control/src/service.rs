@@ -1,10 +1,14 @@
 //! Built-in services that consume bound sockets: `echo`, `sink` and `attach:PATH`.
 //!
-//! One service thread serves every socket. It polls each socket's queue
-//! ([`UdpSocket::try_recv`]) and, when a whole round found nothing, backs off: a few
-//! `yield`s, then sleeps growing to at most 1 ms. That is pacing (how soon an idle thread
-//! looks again), not synchronisation: sockets are added and removed through a channel the
-//! thread reads every round.
+//! One service thread serves every socket. It drains each socket's queue
+//! ([`UdpSocket::try_recv`], or whole batches for `sink`) and, once a round has left every
+//! queue empty, parks on all of them at once ([`Waiter`]): the worker that next hands a batch
+//! to any of them wakes it, once per round whatever the number of queues. Commands (sockets
+//! added and removed, through a channel) and `stop` unpark it too. The park times out after
+//! 1 ms while traffic flows (then a worker with `idle_sleep_us` ≥ 1000 leaves the wake-up to
+//! that timer instead of a cross-core unpark), after 100 ms once it has stopped, and after
+//! 1 ms while an `attach` service runs (its process's replies arrive on a Unix socket nothing
+//! wakes the thread for).
 //!
 //! - `echo` answers each datagram to its sender from the address it was received on
 //!   (`send_from(meta.dst)`); a datagram received as a broadcast is answered with `send_to`,
@@ -36,7 +40,7 @@ use crate::error::ControlError;
 use crate::runtime::Runtime;
 use l3ns_dataplane::api::UdpSocket;
 use l3ns_dataplane::errno::Errno;
-use l3ns_dataplane::socket::DgramMeta;
+use l3ns_dataplane::socket::{DgramMeta, Waiter};
 use l3ns_dataplane::types::{SocketId, Subnet};
 use l3ns_dataplane::worker::Shared;
 use std::io::ErrorKind;
@@ -55,8 +59,16 @@ pub const ATTACH_HEADER: usize = 12;
 const MAX_UNIX_PATH: usize = 107;
 /// Datagrams taken from one socket per round, so that one busy socket cannot starve others.
 const ROUND_BUDGET: usize = 256;
-/// The longest idle sleep.
-const MAX_IDLE_SLEEP: Duration = Duration::from_millis(1);
+/// The longest park with no `attach` service (commands and `stop` unpark the thread).
+const MAX_PARK: Duration = Duration::from_millis(100);
+/// The park while traffic flows (a round found datagrams in the last `BUSY_ROUNDS` parks): a
+/// worker that sleeps at least this long between polls (`idle_sleep_us` ≥ 1000) does not wake
+/// the thread across cores but lets this timer do it (`Worker::wake_consumers`).
+const BUSY_PARK: Duration = Duration::from_millis(1);
+/// Wake-ups that found nothing before the thread parks for `MAX_PARK` again.
+const BUSY_ROUNDS: u32 = 4;
+/// The longest park while an `attach` service runs: how soon its process's replies are read.
+const MAX_PARK_ATTACH: Duration = Duration::from_millis(1);
 /// How often an unreachable attach PATH is retried.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
@@ -184,12 +196,22 @@ impl Services {
         };
         self.commands
             .send(Command::Add(entry))
-            .map_err(|_| ControlError::eio("the service thread has stopped; restart l3nsd"))
+            .map_err(|_| ControlError::eio("the service thread has stopped; restart l3nsd"))?;
+        self.unpark();
+        Ok(())
     }
 
     /// Stops the service of socket `id` (after its socket was closed). Unknown ids are ignored.
     pub fn stop(&mut self, id: SocketId) {
         let _ = self.commands.send(Command::Remove(id));
+        self.unpark();
+    }
+
+    /// Wakes the thread (parked on its queues) to read a command or `stop`.
+    fn unpark(&self) {
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
     }
 
     /// Stops the thread and waits for it.
@@ -199,6 +221,7 @@ impl Services {
 
     fn halt(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.unpark();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -234,11 +257,14 @@ enum Kind {
 
 fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<ServiceStats>) {
     let mut entries: Vec<Entry> = Vec::new();
-    let mut idle_rounds: u32 = 0;
+    let waiter = Waiter::current();
+    // Wake-ups in a row that found nothing to do.
+    let mut empty_wakes = BUSY_ROUNDS;
     loop {
         loop {
             match rx.try_recv() {
                 Ok(Command::Add(e)) => {
+                    e.sock.queue().set_waiter(&waiter);
                     entries.retain(|x| x.sock.id() != e.sock.id());
                     entries.push(e);
                 }
@@ -251,57 +277,66 @@ fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<S
             return;
         }
         let now = Instant::now();
-        let work: usize = entries.iter_mut().map(|e| e.poll(&stats, now)).sum();
-        if work > 0 {
-            idle_rounds = 0;
+        let mut round = Round::default();
+        for e in &mut entries {
+            e.poll(&stats, now, &mut round);
+        }
+        if round.sunk > 0 {
+            ServiceStats::add(&stats.received, round.sunk);
+            ServiceStats::add(&stats.sunk, round.sunk);
+        }
+        if round.relayed > 0 {
+            // An attached process is answering: look again at once.
             continue;
         }
-        idle_rounds = idle_rounds.saturating_add(1);
-        if idle_rounds < 16 {
-            std::thread::yield_now();
+        if round.work > 0 {
+            empty_wakes = 0;
         } else {
-            park_on(&entries);
+            empty_wakes = empty_wakes.saturating_add(1);
+        }
+        let attach = entries.iter().any(|e| matches!(e.kind, Kind::Attach(_)));
+        let timeout = if attach {
+            MAX_PARK_ATTACH
+        } else if empty_wakes <= BUSY_ROUNDS {
+            BUSY_PARK
+        } else {
+            MAX_PARK
+        };
+        // Park unless a queue has datagrams again (a round takes at most ROUND_BUDGET
+        // datagrams from a socket, and workers keep handing over while it runs).
+        if waiter.prepare(timeout, entries.iter().map(|e| &**e.sock.queue())) {
+            waiter.park();
         }
     }
 }
 
-/// Sleeps until a worker hands a batch to one of the entries' queues, or at most
-/// `MAX_IDLE_SLEEP` (commands, attached processes' replies and echo retries are looked at
-/// again then). Workers unpark the thread, so sparse traffic costs a wake-up per batch,
-/// not a poll every few tens of microseconds.
-fn park_on(entries: &[Entry]) {
-    let mut prepared = 0;
-    let mut ready = false;
-    for e in entries {
-        if !e.sock.queue().prepare_park() {
-            ready = true;
-            break;
-        }
-        prepared += 1;
-    }
-    if !ready {
-        std::thread::park_timeout(MAX_IDLE_SLEEP);
-    }
-    for e in &entries[..prepared] {
-        e.sock.queue().end_park();
-    }
+/// What one round over every entry did (sink counts are added to the stats once per round).
+#[derive(Default)]
+struct Round {
+    /// Datagrams taken from the queues.
+    work: usize,
+    /// Datagrams sinks consumed.
+    sunk: u64,
+    /// Messages attached processes sent back.
+    relayed: usize,
 }
 
 impl Entry {
-    /// One round on this socket; returns the datagrams handled.
-    fn poll(&mut self, stats: &ServiceStats, now: Instant) -> usize {
+    /// One round on this socket.
+    fn poll(&mut self, stats: &ServiceStats, now: Instant, round: &mut Round) {
         let mut n = 0;
         if let Kind::Sink = self.kind {
-            // A sink needs no payload: take whole batches, count, hand them back.
+            // A sink needs no payload: take whole batches, count, hand them back. The count
+            // is one line to read; an empty `pop_batch` reads two the worker writes.
             let q = self.sock.queue();
-            while n < ROUND_BUDGET {
+            while n < ROUND_BUDGET && !q.is_empty() {
                 let Some(b) = q.pop_batch() else { break };
                 n += b.len();
                 q.recycle(b);
             }
-            ServiceStats::add(&stats.received, n as u64);
-            ServiceStats::add(&stats.sunk, n as u64);
-            return n;
+            round.sunk += n as u64;
+            round.work += n;
+            return;
         }
         while n < ROUND_BUDGET {
             let Some(d) = self.sock.try_recv() else { break };
@@ -330,10 +365,10 @@ impl Entry {
                 Kind::Attach(a) => a.forward(&d.meta, &d.payload, stats, now),
             }
         }
+        round.work += n;
         if let Kind::Attach(a) = &mut self.kind {
-            n += a.relay_back(&self.sock, &self.shared, stats);
+            round.relayed += a.relay_back(&self.sock, &self.shared, stats);
         }
-        n
     }
 }
 

@@ -511,3 +511,50 @@ fn r05_deleting_a_namespace_counts_what_its_sockets_still_held_as_ns_gone() {
     n.inject([udp_to(WEB2_IP, 9, b"3")]);
     assert_eq!(n.rt.stats.ns(ROOT).dropped_no_socket, 1);
 }
+
+#[test]
+fn a_parked_consumer_is_woken_when_the_worker_goes_idle_or_four_busy_polls_later() {
+    use l3ns_dataplane::socket::Waiter;
+    use std::time::{Duration, Instant};
+    let mut n = net();
+    let q = n.rt.new_shared_queue(1024);
+    n.rt.bind_shared(n.web1, Ipv4Addr::UNSPECIFIED, 9, "app", q.clone())
+        .unwrap();
+    let w = Waiter::current();
+    q.set_waiter(&w);
+    // Under load (one burst of 32 per poll, five queued): not woken per poll, but after the
+    // fourth poll that handed it something.
+    assert!(w.prepare(Duration::from_secs(30), [&*q]));
+    for _ in 0..160 {
+        n.wire.inject(udp_to(WEB1_IP, 9, b"x")).unwrap();
+    }
+    for polls in 1..=3 {
+        assert_eq!(n.worker.poll(Instant::now()), 32);
+        assert!(w.is_sleeping(), "woken after {polls} busy polls");
+    }
+    assert_eq!(n.worker.poll(Instant::now()), 32);
+    assert!(
+        !w.is_sleeping(),
+        "woken four busy polls after the first hand-off"
+    );
+    assert_eq!(q.len(), 128);
+    w.park(); // the unpark came first: returns at once
+              // Sparse traffic: woken by the poll that finds nothing more to do.
+    n.poll_until_idle();
+    while let Some(b) = q.pop_batch() {
+        q.recycle(b);
+    }
+    assert!(w.prepare(Duration::from_secs(30), [&*q]));
+    n.wire.inject(udp_to(WEB1_IP, 9, b"y")).unwrap();
+    assert_eq!(n.worker.poll(Instant::now()), 1);
+    assert!(
+        w.is_sleeping(),
+        "not yet: the worker may have more to hand over"
+    );
+    assert_eq!(n.worker.poll(Instant::now()), 0);
+    assert!(!w.is_sleeping(), "woken once the worker went idle");
+    let t = Instant::now();
+    w.park();
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert_eq!(q.len(), 1);
+}

@@ -11,11 +11,13 @@
 //! counted `queue_full` against each datagram's namespace. A worker never blocks.
 
 use crate::types::{NsId, SocketId};
+use arc_swap::ArcSwapOption;
 use crossbeam::queue::ArrayQueue;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 /// One received datagram's metadata; its payload is `Batch::payload(meta)`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -158,6 +160,134 @@ impl BatchPools {
     }
 }
 
+/// How a parked consumer thread is woken: one per thread, registered on every queue the
+/// thread consumes ([`SocketQueue::set_waiter`]). Parking is one store and a look at each
+/// queue's count; a worker's [`SocketQueue::wake`] unparks the thread and clears `sleeping`,
+/// so the other queues it handed batches to in the same round cost one load each.
+///
+/// While no consumer thread of the process is parked (a consumer that keeps up under load), a
+/// wake costs one load of a process-wide count of parking threads.
+///
+/// No lost wake-up: every access to `sleeping`, to that count, to the queues' counts and to
+/// the registration is `SeqCst`. A consumer parks only after declaring `sleeping` and then seeing every count at
+/// zero; a worker that queued datagrams after that look reads `sleeping` afterwards, sees it set
+/// and unparks (the thread's park token keeps an unpark that comes before the park itself), or
+/// sees it cleared by another worker that did, or by the consumer, awake again, which looks at
+/// the counts again before it parks.
+#[derive(Debug)]
+pub struct Waiter {
+    sleeping: AtomicBool,
+    /// When the park declared by `prepare` times out, in ns since `epoch()`.
+    deadline: AtomicU64,
+    /// Whether this thread is counted in `PARKING` (read and written by the thread only).
+    counted: AtomicBool,
+    thread: Thread,
+}
+
+/// Threads between [`Waiter::prepare`] and the end of their [`Waiter::park`]: while it is
+/// zero, [`SocketQueue::wake`] needs to look no further.
+static PARKING: AtomicUsize = AtomicUsize::new(0);
+
+/// The origin of `Waiter::deadline`.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn nanos_since_epoch(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Waiter {
+    /// The calling thread's waiter (one per thread).
+    pub fn current() -> Arc<Waiter> {
+        thread_local! {
+            static WAITER: Arc<Waiter> = Arc::new(Waiter {
+                sleeping: AtomicBool::new(false),
+                deadline: AtomicU64::new(0),
+                counted: AtomicBool::new(false),
+                thread: std::thread::current(),
+            });
+        }
+        WAITER.with(Arc::clone)
+    }
+
+    /// Consumer side: declares the thread asleep for at most `timeout`, then returns false
+    /// (and declares nothing) when one of `queues` has datagrams queued; true: call
+    /// [`Waiter::park`]. The queues must have this waiter registered.
+    pub fn prepare<'a>(
+        &self,
+        timeout: Duration,
+        queues: impl IntoIterator<Item = &'a SocketQueue>,
+    ) -> bool {
+        if !self.counted.swap(true, Ordering::Relaxed) {
+            PARKING.fetch_add(1, Ordering::SeqCst);
+        }
+        // Published by the SeqCst store below to a worker that reads `sleeping` set.
+        let deadline = nanos_since_epoch(Instant::now())
+            .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
+        self.deadline.store(deadline, Ordering::Relaxed);
+        self.sleeping.store(true, Ordering::SeqCst);
+        for q in queues {
+            if q.queued.load(Ordering::SeqCst) > 0 {
+                self.awake();
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Consumer side, after a successful [`Waiter::prepare`]: sleeps until a worker hands a
+    /// batch to one of the queues or the timeout given to `prepare` passes (or spuriously;
+    /// the caller looks again).
+    pub fn park(&self) {
+        let deadline = self.deadline.load(Ordering::Relaxed);
+        let left = deadline.saturating_sub(nanos_since_epoch(Instant::now()));
+        if left > 0 {
+            std::thread::park_timeout(Duration::from_nanos(left));
+        }
+        self.awake();
+    }
+
+    fn awake(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+        if self.counted.swap(false, Ordering::Relaxed) {
+            PARKING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Worker side: unparks the thread if it declared itself asleep (once: the flag is
+    /// cleared). Returns whether it did.
+    #[inline]
+    pub fn wake(&self) -> bool {
+        if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
+            self.thread.unpark();
+            return true;
+        }
+        false
+    }
+
+    /// Worker side: like [`Waiter::wake`], unless the thread's park times out within `within`
+    /// of `now` anyway (it then finds the datagrams itself, no later than that).
+    #[inline]
+    pub fn wake_unless_due(&self, now: Instant, within: Duration) -> bool {
+        if !self.sleeping.load(Ordering::SeqCst) {
+            return false;
+        }
+        let due = nanos_since_epoch(now)
+            .saturating_add(u64::try_from(within.as_nanos()).unwrap_or(u64::MAX));
+        if self.deadline.load(Ordering::Relaxed) <= due {
+            return false;
+        }
+        self.wake()
+    }
+
+    /// Whether the thread has declared itself asleep (and no worker has woken it yet).
+    pub fn is_sleeping(&self) -> bool {
+        self.sleeping.load(Ordering::SeqCst)
+    }
+}
+
 /// A bounded receive queue shared by one or more sockets.
 #[derive(Debug)]
 pub struct SocketQueue {
@@ -174,10 +304,9 @@ pub struct SocketQueue {
     pub high_water: AtomicUsize,
     /// Datagrams refused because the queue was full.
     pub overflow: AtomicU64,
-    /// Set while a consumer is parked in [`SocketQueue::park`]; a worker that hands a batch
-    /// over then unparks it (one relaxed-cost load per hand-off otherwise).
-    sleeping: AtomicBool,
-    waiter: Mutex<Option<Thread>>,
+    /// The consumer thread to wake after a hand-off, once one has parked on this queue
+    /// ([`Waiter`]).
+    waiter: ArcSwapOption<Waiter>,
 }
 
 impl SocketQueue {
@@ -193,60 +322,51 @@ impl SocketQueue {
             received: AtomicU64::new(0),
             high_water: AtomicUsize::new(0),
             overflow: AtomicU64::new(0),
-            sleeping: AtomicBool::new(false),
-            waiter: Mutex::new(None),
+            waiter: ArcSwapOption::empty(),
         })
     }
 
-    /// Consumer side: registers the calling thread to be woken by the next hand-off and
-    /// declares it asleep (the caller then parks, see [`SocketQueue::park`]). Returns false,
-    /// without declaring anything, when datagrams are already queued.
-    pub fn prepare_park(&self) -> bool {
-        {
-            let mut w = self.waiter.lock().unwrap_or_else(|e| e.into_inner());
-            if w.as_ref().map(Thread::id) != Some(std::thread::current().id()) {
-                *w = Some(std::thread::current());
-            }
+    /// Consumer side: `waiter` is the thread to wake after the next hand-off (kept until
+    /// another thread registers). Cheap when it already is.
+    pub fn set_waiter(&self, waiter: &Arc<Waiter>) {
+        let current = self.waiter.load();
+        if !current.as_ref().is_some_and(|w| Arc::ptr_eq(w, waiter)) {
+            self.waiter.store(Some(waiter.clone()));
         }
-        // With the SeqCst add in `offer`, either the worker sees `sleeping` and unparks, or
-        // this load sees its datagrams (no lost wake-up).
-        self.sleeping.store(true, Ordering::SeqCst);
-        if self.queued.load(Ordering::SeqCst) > 0 {
-            self.sleeping.store(false, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    /// Consumer side: the thread is awake again.
-    pub fn end_park(&self) {
-        self.sleeping.store(false, Ordering::Relaxed);
     }
 
     /// Consumer side: waits until a worker hands a batch over or `timeout` passes (no
-    /// polling while traffic is sparse). Returns at once when datagrams are queued.
-    pub fn park(&self, timeout: std::time::Duration) {
-        if self.prepare_park() {
-            std::thread::park_timeout(timeout);
-            self.end_park();
+    /// polling while traffic is sparse). Returns at once when datagrams are queued. A thread
+    /// that consumes several queues parks on all of them at once with [`Waiter::prepare`].
+    pub fn park(&self, timeout: Duration) {
+        let w = Waiter::current();
+        self.set_waiter(&w);
+        if w.prepare(timeout, [self]) {
+            w.park();
         }
     }
 
-    /// Worker side: wakes a consumer parked on this queue, if any. Called once per queue
-    /// after a round of hand-offs (not per `offer`), so that a consumer of many queues is
-    /// woken once per round instead of once per queue.
+    /// Worker side: wakes the consumer parked on this queue, if any. Called after hand-offs
+    /// (not per `offer`); the first queue of a consumer that wakes it clears its `sleeping`
+    /// flag, so a consumer of many queues is woken once, not once per queue.
+    /// Returns whether it unparked one.
     #[inline]
-    pub fn wake(&self) {
-        if self.sleeping.load(Ordering::SeqCst) {
-            if let Some(t) = self
+    pub fn wake(&self) -> bool {
+        PARKING.load(Ordering::SeqCst) > 0 && self.waiter.load().as_ref().is_some_and(|w| w.wake())
+    }
+
+    /// Worker side: [`SocketQueue::wake`], unless the consumer's park times out within
+    /// `within` of `now` anyway ([`Waiter::wake_unless_due`]): a worker that sleeps
+    /// `idle_sleep` between polls passes that, the latency it already adds, and saves the
+    /// cross-core wake-up while the consumer wakes on its own timer.
+    #[inline]
+    pub fn wake_unless_due(&self, now: Instant, within: Duration) -> bool {
+        PARKING.load(Ordering::SeqCst) > 0
+            && self
                 .waiter
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .load()
                 .as_ref()
-            {
-                t.unpark();
-            }
-        }
+                .is_some_and(|w| w.wake_unless_due(now, within))
     }
 
     /// Worker side: hands a batch over. The queue fills to its depth like a socket buffer:
@@ -415,11 +535,15 @@ mod tests {
     fn a_parked_consumer_is_woken_by_the_hand_off() {
         let pools = BatchPools::new(1, 8);
         let q = SocketQueue::new(64, pools.clone());
-        // Data already queued: park returns at once, nothing declared.
+        let w = Waiter::current();
+        q.set_waiter(&w);
+        // Data already queued: nothing declared, nothing to wake.
         let mut b = pools.take(0, 32);
         b.push(meta(1), b"x");
         q.offer(b).unwrap();
-        assert!(!q.prepare_park());
+        assert!(!w.prepare(Duration::from_secs(30), [&*q]));
+        assert!(!w.is_sleeping());
+        assert!(!q.wake(), "a consumer that is not asleep is not unparked");
         q.recycle(q.pop_batch().unwrap());
         // Empty: the consumer parks (with a timeout far beyond the test's patience) until
         // the hand-off wakes it; the barrier orders "about to park" before the offer, and a
@@ -427,13 +551,14 @@ mod tests {
         let barrier = Arc::new(std::sync::Barrier::new(2));
         let (q2, b2) = (q.clone(), barrier.clone());
         let consumer = std::thread::spawn(move || {
-            assert!(q2.prepare_park());
+            let w = Waiter::current();
+            q2.set_waiter(&w);
+            assert!(w.prepare(Duration::from_secs(30), [&*q2]));
             b2.wait();
             let t = std::time::Instant::now();
             while q2.is_empty() && t.elapsed() < std::time::Duration::from_secs(30) {
-                std::thread::park_timeout(std::time::Duration::from_secs(30));
+                w.park();
             }
-            q2.end_park();
             (t.elapsed(), q2.pop_batch().map(|b| b.len()))
         });
         barrier.wait();
@@ -441,13 +566,88 @@ mod tests {
         b.push(meta(1), b"y");
         b.push(meta(1), b"z");
         q.offer(b).unwrap();
-        q.wake();
+        assert!(q.wake(), "the consumer declared itself asleep: unparked");
         let (waited, got) = consumer.join().unwrap();
         assert_eq!(got, Some(2));
         assert!(
             waited < std::time::Duration::from_secs(30),
             "woken, not timed out"
         );
+    }
+
+    #[test]
+    fn a_consumer_of_many_queues_is_unparked_once_per_round() {
+        let pools = BatchPools::new(1, 8);
+        let qs: Vec<_> = (0..3)
+            .map(|_| SocketQueue::new(64, pools.clone()))
+            .collect();
+        let w = Waiter::current();
+        for q in &qs {
+            q.set_waiter(&w);
+        }
+        assert!(w.prepare(Duration::from_secs(30), qs.iter().map(|q| &**q)));
+        // One round hands a batch to each queue, then wakes each: one unpark.
+        for (i, q) in qs.iter().enumerate() {
+            let mut b = pools.take(0, 32);
+            b.push(meta(i as u32), b"d");
+            q.offer(b).unwrap();
+        }
+        let unparked: Vec<bool> = qs.iter().map(|q| q.wake()).collect();
+        assert_eq!(unparked, vec![true, false, false]);
+        assert!(!w.is_sleeping());
+        // The unpark came before the park: the token makes it return at once.
+        let t = std::time::Instant::now();
+        w.park();
+        assert!(t.elapsed() < std::time::Duration::from_secs(30));
+        // Anything queued anywhere: not declared asleep, so the next round wakes nobody.
+        assert!(!w.prepare(Duration::from_secs(30), qs.iter().map(|q| &**q)));
+        assert!(!qs[2].wake());
+        // Drained: declares again, and the next hand-off unparks again.
+        for q in &qs {
+            q.recycle(q.pop_batch().unwrap());
+        }
+        assert!(w.prepare(Duration::from_secs(30), qs.iter().map(|q| &**q)));
+        let mut b = pools.take(0, 32);
+        b.push(meta(1), b"e");
+        qs[1].offer(b).unwrap();
+        assert!(qs[1].wake());
+        w.park();
+    }
+
+    #[test]
+    fn a_consumer_whose_park_ends_soon_is_left_to_its_timer() {
+        let pools = BatchPools::new(1, 8);
+        let q = SocketQueue::new(64, pools.clone());
+        let w = Waiter::current();
+        q.set_waiter(&w);
+        let hand_over = || {
+            let mut b = pools.take(0, 32);
+            b.push(meta(1), b"t");
+            q.offer(b).unwrap();
+        };
+        // Parked for 1 ms: a worker that sleeps up to 1 s between polls leaves it to its
+        // timer (it stays declared asleep), and the park still ends by itself.
+        assert!(w.prepare(Duration::from_millis(1), [&*q]));
+        hand_over();
+        assert!(!q.wake_unless_due(Instant::now(), Duration::from_secs(1)));
+        assert!(w.is_sleeping());
+        w.park();
+        assert!(!w.is_sleeping());
+        assert_eq!(q.len(), 1);
+        q.recycle(q.pop_batch().unwrap());
+        // Parked for long: woken, also by a worker that sleeps between polls.
+        assert!(w.prepare(Duration::from_secs(30), [&*q]));
+        hand_over();
+        assert!(q.wake_unless_due(Instant::now(), Duration::from_millis(1)));
+        let t = Instant::now();
+        w.park();
+        assert!(t.elapsed() < Duration::from_secs(30));
+        q.recycle(q.pop_batch().unwrap());
+        // A busy-polling worker (nothing to wait for) wakes it whatever its timeout.
+        assert!(w.prepare(Duration::from_secs(10), [&*q]));
+        hand_over();
+        assert!(q.wake_unless_due(Instant::now(), Duration::ZERO));
+        w.park();
     }
 
     #[test]
