@@ -772,8 +772,15 @@ impl Daemon {
             })
             .collect();
         pins.push(services_on.map_or("services unpinned".to_string(), |c| {
-            format!("services on core {c}")
+            format!("services, control and metrics on core {c}")
         }));
+        // The control thread, the metrics server, the senders and this thread (the
+        // per-second table) are spawned from here on and inherit this: the services' core,
+        // never a worker's (DPDK's EAL left this thread on the first worker's lcore, where a
+        // push/pull burst would take turns with a busy-polling worker).
+        if let Some(c) = services_on {
+            core_affinity::set_for_current(core_affinity::CoreId { id: c });
+        }
         let _ = writeln!(d.banner, "l3nsd: {}", pins.join(", "));
 
         d.senders = spawn_senders(&cfg, &rt, d.senders_stop.clone());

@@ -290,6 +290,9 @@ fn run_worker(
         worker_running.store(false, Ordering::Release);
         (t0.elapsed().as_secs_f64(), cpu)
     });
+    // This thread applies the churn or renders the scrapes: like l3nsd's control and
+    // metrics threads, it runs on a core no worker holds (the consumer's).
+    core_affinity::set_for_current(core_affinity::CoreId { id: core + 1 });
     let mut changes = 0u64;
     if beside == Beside::Scrape {
         let source = l3ns_control::metrics::MetricsSource::from_runtime(&s.rt);
