@@ -83,6 +83,12 @@ impl Changes {
     /// long batch; call [`Changes::dedup`] once at the end (merging at every step made a
     /// batch of n operations cost n²).
     pub fn append(&mut self, mut other: Changes) {
+        // An entry equal to the one before it is never a first occurrence: leaving it out
+        // keeps `dedup`'s result and halves a bulk set-up's list (`addr add` then `addr
+        // push` of one address name it twice in a row).
+        if self.addrs.last().is_some() && self.addrs.last() == other.addrs.first() {
+            other.addrs.remove(0);
+        }
         self.addrs.append(&mut other.addrs);
         self.namespaces.append(&mut other.namespaces);
         self.routes.append(&mut other.routes);
@@ -97,7 +103,8 @@ impl Changes {
     pub fn dedup(&mut self) {
         fn keep_first<T: Copy + Eq + std::hash::Hash>(v: &mut Vec<T>) {
             if v.len() > 1 {
-                let mut seen = std::collections::HashSet::with_capacity(v.len());
+                // Sized by the distinct entries as it goes, not by the list's length.
+                let mut seen = std::collections::HashSet::new();
                 v.retain(|x| seen.insert(*x));
             }
         }
@@ -262,6 +269,11 @@ impl Model {
     /// times the bytes of its entries; rebuilt, ~1.05 times. Linear in the model's size: the
     /// runtime calls it after a batch that changed many records (a configuration or a saved
     /// state loading, a bulk set-up), and loading a saved state does. Changes nothing else.
+    /// Namespaces, ifaddrs and sockets: what `compact` is worth redoing for.
+    pub fn records(&self) -> usize {
+        self.namespaces.len() + self.ifaddrs.len() + self.sockets.len()
+    }
+
     pub fn compact(&mut self) {
         fn rebuild<T>(m: &mut T)
         where
