@@ -156,23 +156,30 @@ pub trait Subnet {
     }
 }
 
-impl Subnet for IfAddr {
-    fn local(&self) -> Ipv4Addr {
-        self.local
-    }
-    fn prefix(&self) -> u8 {
-        self.prefix
-    }
-    fn broadcast(&self) -> Ipv4Addr {
-        self.broadcast
-    }
-    fn dev(&self) -> DevId {
-        self.dev
-    }
-    fn scope(&self) -> Scope {
-        self.scope
-    }
+/// `Subnet` for a record with `local`, `prefix`, `broadcast`, `dev` and `scope` fields.
+macro_rules! subnet_from_fields {
+    ($t:ty) => {
+        impl Subnet for $t {
+            fn local(&self) -> Ipv4Addr {
+                self.local
+            }
+            fn prefix(&self) -> u8 {
+                self.prefix
+            }
+            fn broadcast(&self) -> Ipv4Addr {
+                self.broadcast
+            }
+            fn dev(&self) -> DevId {
+                self.dev
+            }
+            fn scope(&self) -> Scope {
+                self.scope
+            }
+        }
+    };
 }
+
+subnet_from_fields!(IfAddr);
 
 /// What the packet path needs of an ifaddr (12 bytes: no label, no owner): a namespace view
 /// keeps these for the addresses it owns.
@@ -197,23 +204,7 @@ impl LocalAddr {
     }
 }
 
-impl Subnet for LocalAddr {
-    fn local(&self) -> Ipv4Addr {
-        self.local
-    }
-    fn prefix(&self) -> u8 {
-        self.prefix
-    }
-    fn broadcast(&self) -> Ipv4Addr {
-        self.broadcast
-    }
-    fn dev(&self) -> DevId {
-        self.dev
-    }
-    fn scope(&self) -> Scope {
-        self.scope
-    }
-}
+subnet_from_fields!(LocalAddr);
 
 /// A route of an L2 namespace (R2). `gateway: None` is a directly connected route.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
