@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 
 
-def run_point_rss(ns, addrs, seconds, timeout):
+def run_point_rss(ns, addrs, seconds, timeout, tunables=""):
     """run_point, but spawn with fork/exec + wait4 to get the child's own ru_maxrss."""
     # Only the unicast scenario: the peak RSS is then the set-up plus the dataplane at work.
     # (A Prometheus render's text is bounded by the metrics' namespace cap, 10,000 by
@@ -35,7 +35,12 @@ def run_point_rss(ns, addrs, seconds, timeout):
         os.dup2(w, 1)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
-        os.execv(cmd[0], cmd)
+        env = dict(os.environ)
+        if tunables:
+            env["GLIBC_TUNABLES"] = tunables
+        else:
+            env.pop("GLIBC_TUNABLES", None)
+        os.execve(cmd[0], cmd, env)
     os.close(w)
     chunks = []
     deadline = t0 + timeout
@@ -148,6 +153,10 @@ def main():
     ap.add_argument("--seconds", type=float, default=1.0, help="seconds per scenario")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run")
+    ap.add_argument("--huge-pages", action="store_true",
+                    help="run the benchmark with GLIBC_TUNABLES=glibc.malloc.hugetlb=1: glibc's malloc "
+                         "then asks for transparent huge pages (madvise) for its heap, which cuts the "
+                         "TLB misses of the per-namespace data at large counts")
     ap.add_argument("--out", default="scale.json")
     ap.add_argument("--plot-only", metavar="JSON,JSON",
                     help="only redraw: merge the series of these result files into scale.png")
@@ -168,7 +177,8 @@ def main():
     for rep in range(args.reps):
         for a in addrs:
             for n in nss:
-                r = run_point_rss(n, a, args.seconds, args.timeout)
+                r = run_point_rss(n, a, args.seconds, args.timeout,
+                                  "glibc.malloc.hugetlb=1" if args.huge_pages else "")
                 r["rep"] = rep
                 runs.append(r)
                 if "error" in r:
@@ -234,6 +244,7 @@ def main():
                 print(f"{n} namespaces, {lo['addresses']} -> {p['addresses']} addresses: "
                       f"{e['rss_bytes_per_address_added']:.0f} B of peak RSS per address added")
     info["loadavg_end"] = common.loadavg()
+    info["glibc_tunables"] = "glibc.malloc.hugetlb=1" if args.huge_pages else ""
     out = {
         "per_address": per_address,
         "machine": info,
