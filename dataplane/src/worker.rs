@@ -229,11 +229,25 @@ impl<P: Port> Worker<P> {
 
     /// Runs until `shared.stop` is set, pinned to `core` if given.
     pub fn run(mut self, core: Option<usize>) -> Self {
+        /// Polls between two reads of the clock while every poll finds work.
+        const CLOCK_EVERY_POLLS: u32 = 8;
         if let Some(c) = core {
             core_affinity::set_for_current(core_affinity::CoreId { id: c });
         }
+        // The clock is read every `CLOCK_EVERY_POLLS` polls, not per poll: under load a poll
+        // may take a handful of frames, and the time only drives millisecond timers (ICMP
+        // tokens, ARP retries, consumer wake-ups), for which a few polls of lag are nothing.
+        let mut now = Instant::now();
+        let mut polls = 0u32;
         while !self.shared.stop.load(Ordering::Relaxed) {
-            if self.poll(Instant::now()) == 0 {
+            polls += 1;
+            if polls >= CLOCK_EVERY_POLLS {
+                polls = 0;
+                now = Instant::now();
+            }
+            if self.poll(now) == 0 {
+                // An idle poll reads the clock afresh next time (a sleep may follow).
+                polls = CLOCK_EVERY_POLLS;
                 if self.cfg.idle_sleep.is_zero() {
                     std::hint::spin_loop();
                 } else {
