@@ -558,3 +558,54 @@ fn a_parked_consumer_is_woken_when_the_worker_goes_idle_or_four_busy_polls_later
     assert!(t.elapsed() < Duration::from_secs(30));
     assert_eq!(q.len(), 1);
 }
+
+#[test]
+fn under_load_consumers_are_woken_at_most_every_50_microseconds() {
+    use l3ns_dataplane::socket::Waiter;
+    use std::time::{Duration, Instant};
+    let mut n = net();
+    let q = n.rt.new_shared_queue(4096);
+    n.rt.bind_shared(n.web1, Ipv4Addr::UNSPECIFIED, 9, "app", q.clone())
+        .unwrap();
+    let w = Waiter::current();
+    q.set_waiter(&w);
+    for _ in 0..32 * 11 {
+        n.wire.inject(udp_to(WEB1_IP, 9, b"x")).unwrap();
+    }
+    let t0 = Instant::now();
+    let us = |u: u64| t0 + Duration::from_micros(u);
+    // A first busy spell: woken at the fourth poll.
+    assert!(w.prepare(Duration::from_secs(30), [&*q]));
+    for t in 1..=4 {
+        assert_eq!(n.worker.poll(us(t)), 32);
+    }
+    assert!(!w.is_sleeping(), "first wake after four busy polls");
+    // Parked again 10 µs later: four more busy polls inside the 50 µs do not wake it ...
+    assert!(
+        !w.prepare(Duration::from_secs(30), [&*q]),
+        "datagrams are queued"
+    );
+    while let Some(b) = q.pop_batch() {
+        q.recycle(b);
+    }
+    assert!(w.prepare(Duration::from_secs(30), [&*q]));
+    for t in 10..=13 {
+        assert_eq!(n.worker.poll(us(t)), 32);
+        assert!(w.is_sleeping(), "woken {t} µs in, 50 µs apart at the least");
+    }
+    // ... the next busy poll once 50 µs have passed does.
+    assert_eq!(n.worker.poll(us(54)), 32);
+    assert!(!w.is_sleeping(), "woken 50 µs after the last wake");
+    // And a poll that finds nothing wakes at once, gap or not.
+    while let Some(b) = q.pop_batch() {
+        q.recycle(b);
+    }
+    assert!(w.prepare(Duration::from_secs(30), [&*q]));
+    assert_eq!(n.worker.poll(us(55)), 32);
+    assert!(w.is_sleeping());
+    assert_eq!(n.worker.poll(us(56)), 32);
+    n.wire.inject(udp_to(WEB1_IP, 9, b"y")).unwrap();
+    assert_eq!(n.worker.poll(us(57)), 1);
+    assert_eq!(n.worker.poll(us(58)), 0);
+    assert!(!w.is_sleeping(), "an idle poll wakes at once");
+}
