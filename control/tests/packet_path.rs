@@ -512,16 +512,28 @@ fn r05_deleting_a_namespace_counts_what_its_sockets_still_held_as_ns_gone() {
     assert_eq!(n.rt.stats.ns(ROOT).dropped_no_socket, 1);
 }
 
-#[test]
-fn a_parked_consumer_is_woken_when_the_worker_goes_idle_or_four_busy_polls_later() {
-    use l3ns_dataplane::socket::Waiter;
-    use std::time::{Duration, Instant};
+/// The test network with a queue of `depth` bound to web1's `0.0.0.0:9`, consumed by this
+/// thread (its waiter registered on the queue, not yet parked).
+fn consumer_of_web1(
+    depth: usize,
+) -> (
+    Net,
+    std::sync::Arc<l3ns_dataplane::socket::SocketQueue>,
+    std::sync::Arc<l3ns_dataplane::socket::Waiter>,
+) {
     let mut n = net();
-    let q = n.rt.new_shared_queue(1024);
+    let q = n.rt.new_shared_queue(depth);
     n.rt.bind_shared(n.web1, Ipv4Addr::UNSPECIFIED, 9, "app", q.clone())
         .unwrap();
-    let w = Waiter::current();
+    let w = l3ns_dataplane::socket::Waiter::current();
     q.set_waiter(&w);
+    (n, q, w)
+}
+
+#[test]
+fn a_parked_consumer_is_woken_when_the_worker_goes_idle_or_four_busy_polls_later() {
+    use std::time::{Duration, Instant};
+    let (mut n, q, w) = consumer_of_web1(1024);
     // Under load (one burst of 32 per poll, five queued): not woken per poll, but after the
     // fourth poll that handed it something.
     assert!(w.prepare(Duration::from_secs(30), [&*q]));
@@ -561,14 +573,8 @@ fn a_parked_consumer_is_woken_when_the_worker_goes_idle_or_four_busy_polls_later
 
 #[test]
 fn under_load_consumers_are_woken_at_most_every_50_microseconds() {
-    use l3ns_dataplane::socket::Waiter;
     use std::time::{Duration, Instant};
-    let mut n = net();
-    let q = n.rt.new_shared_queue(4096);
-    n.rt.bind_shared(n.web1, Ipv4Addr::UNSPECIFIED, 9, "app", q.clone())
-        .unwrap();
-    let w = Waiter::current();
-    q.set_waiter(&w);
+    let (mut n, q, w) = consumer_of_web1(4096);
     for _ in 0..32 * 11 {
         n.wire.inject(udp_to(WEB1_IP, 9, b"x")).unwrap();
     }
