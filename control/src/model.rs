@@ -172,8 +172,8 @@ pub struct Model {
     labels: LabelCache,
 }
 
-/// Interned address labels and socket services (see `Model::labels`). Always equal to another cache: it holds no
-/// state of the model.
+/// Interned address labels and socket services (see `Model::labels`). Always equal to another
+/// cache: it holds no state of the model.
 #[derive(Clone, Debug, Default)]
 struct LabelCache(BTreeSet<std::sync::Arc<str>>);
 
@@ -263,17 +263,17 @@ impl Model {
         m
     }
 
+    /// Namespaces, ifaddrs and sockets: what `compact` is worth redoing for.
+    pub fn records(&self) -> usize {
+        self.namespaces.len() + self.ifaddrs.len() + self.sockets.len()
+    }
+
     /// Rebuilds every index from its sorted contents, which packs the B-tree nodes full.
     /// Keys that arrive in order (namespace and socket ids, a configuration's addresses) leave
     /// nodes just over half full when inserted one at a time — the model then takes ~1.9
     /// times the bytes of its entries; rebuilt, ~1.05 times. Linear in the model's size: the
     /// runtime calls it after a batch that changed many records (a configuration or a saved
     /// state loading, a bulk set-up), and loading a saved state does. Changes nothing else.
-    /// Namespaces, ifaddrs and sockets: what `compact` is worth redoing for.
-    pub fn records(&self) -> usize {
-        self.namespaces.len() + self.ifaddrs.len() + self.sockets.len()
-    }
-
     pub fn compact(&mut self) {
         fn rebuild<T>(m: &mut T)
         where

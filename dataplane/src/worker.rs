@@ -685,10 +685,11 @@ struct RxCtx<'a> {
 }
 
 impl<'a> RxCtx<'a> {
-    /// A group of received frames, in passes: the first three only ask for cache lines (the
-    /// frames, then each destination's owner-table slot, then the owner's view and counters)
-    /// so that the misses of the whole group overlap; the last one does the work of
-    /// `frame`, in arrival order, on lines that are by then in the cache. The hints read
+    /// A group of received frames, in passes: the first ones only ask for cache lines (the
+    /// frames; each destination's owner-table slot; the owner's view slot and counters; the
+    /// view; with many sockets, the socket's slot) so that the misses of the whole group
+    /// overlap; the last one does the work of `frame`, in arrival order, on lines that are by
+    /// then in the cache. The hints read
     /// nothing that decides anything: a malformed frame just gets a useless prefetch. The
     /// owner the third pass looks up is handed to `frame`, which uses it only for the
     /// destination it was looked up for (the same lookup `classify` would make).
