@@ -134,7 +134,6 @@ fn ns_view_after(
         loopback: n.loopback,
         ifaddrs,
         bindings,
-        hot: Default::default(),
     })
 }
 

@@ -7,7 +7,7 @@
 //! allocates per packet (batches and frames are recycled).
 
 use crate::counters::{NsDrop, NsWriter, PortCounters, PortDrop, WorkerCounters};
-use crate::owner_table::{Dest, NsView, OwnerTable};
+use crate::owner_table::{Dest, NsSlot, OwnerTable};
 use crate::port::{Port, MAX_GROUP};
 use crate::prefetch;
 use crate::socket::{Batch, BatchPools, DgramMeta, SocketQueue};
@@ -658,7 +658,7 @@ struct Owner<'a> {
     /// The destination it was looked up for, in host order.
     dst: u32,
     ns: NsId,
-    view: Option<&'a NsView>,
+    slot: Option<&'a NsSlot>,
 }
 
 /// Everything the receive callback needs, borrowed for one burst.
@@ -686,12 +686,12 @@ struct RxCtx<'a> {
 
 impl<'a> RxCtx<'a> {
     /// A group of received frames, in passes: the first ones only ask for cache lines (the
-    /// frames; each destination's owner-table slot; the owner's view slot and counters; the
-    /// view; with many sockets, the socket's slot) so that the misses of the whole group
-    /// overlap; the last one does the work of `frame`, in arrival order, on lines that are by
-    /// then in the cache. The hints read
+    /// frames; each destination's owner-table slot; the owner's namespace slot and counters;
+    /// with many sockets, the socket's slot, or for a namespace with more than `HOT` sockets
+    /// its view) so that the misses of the whole group overlap; the last one does the work of
+    /// `frame`, in arrival order, on lines that are by then in the cache. The hints read
     /// nothing that decides anything: a malformed frame just gets a useless prefetch. The
-    /// owner the third pass looks up is handed to `frame`, which uses it only for the
+    /// owner the second pass looks up is handed to `frame`, which uses it only for the
     /// destination it was looked up for (the same lookup `classify` would make).
     #[inline]
     fn group(&mut self, frames: &[&[u8]]) {
@@ -721,34 +721,33 @@ impl<'a> RxCtx<'a> {
                 }
             }
         }
+        let many_sockets = table.many_sockets();
         let mut owners: [Option<Owner<'a>>; MAX_GROUP] = [None; MAX_GROUP];
-        for ((o, ns), &d) in owners.iter_mut().zip(&owner_ns[..n]).zip(&dst[..n]) {
-            if let Some(ns) = *ns {
-                let view = table.namespace(ns);
-                if let Some(v) = view {
-                    v.prefetch();
-                }
-                *o = Some(Owner { dst: d, ns, view });
-            }
-        }
-        if table.many_sockets() {
-            // With many sockets, their slots miss too: find each packet's socket in the
-            // (prefetched) view and ask for its slot. The port is read where a header without
-            // IPv4 options has it; for any other frame the hint is merely useless.
-            for (o, f) in owners[..n].iter().zip(frames) {
-                if let (
-                    Some(Owner {
-                        dst, view: Some(v), ..
-                    }),
-                    Some(p),
-                ) = (o, f.get(36..38))
-                {
-                    let port = u16::from_be_bytes([p[0], p[1]]);
-                    if let Some(s) = v.socket_for(Proto::Udp, Ipv4Addr::from(*dst), port) {
-                        table.prefetch_socket(s);
+        for (((o, ns), &d), f) in owners
+            .iter_mut()
+            .zip(&owner_ns[..n])
+            .zip(&dst[..n])
+            .zip(frames)
+        {
+            let Some(ns) = *ns else { continue };
+            let slot = table.ns_slot(ns);
+            if let Some(s) = slot {
+                if s.spills() {
+                    s.prefetch_view();
+                } else if many_sockets {
+                    // With many sockets, their slots miss too: find the packet's socket in
+                    // the (prefetched) namespace slot and ask for its queue's slot. The port
+                    // is read where a header without IPv4 options has it; for any other
+                    // frame the hint is merely useless.
+                    if let Some(p) = f.get(36..38) {
+                        let port = u16::from_be_bytes([p[0], p[1]]);
+                        if let Some(id) = s.socket_for(Proto::Udp, Ipv4Addr::from(d), port) {
+                            table.prefetch_socket(id);
+                        }
                     }
                 }
             }
+            *o = Some(Owner { dst: d, ns, slot });
         }
         for (i, f) in frames.iter().enumerate() {
             self.frame(f, owners.get(i).copied().flatten());
@@ -767,14 +766,14 @@ impl<'a> RxCtx<'a> {
                 let dst = u32::from(d.dst);
                 // `classify` without a second lookup: an owner, unless limited broadcast.
                 let owner = match owner {
-                    Some(o) if o.dst == dst && dst != u32::MAX => Some((o.ns, o.view)),
+                    Some(o) if o.dst == dst && dst != u32::MAX => Some((o.ns, o.slot)),
                     _ => match OwnerTable::classify(self.family, self.dev, d.dst) {
-                        Dest::Unicast(ns) => Some((ns, self.table.namespace(ns))),
+                        Dest::Unicast(ns) => Some((ns, self.table.ns_slot(ns))),
                         _ => None,
                     },
                 };
-                if let Some((ns, view)) = owner {
-                    self.unicast(ns, view, &d, frame);
+                if let Some((ns, slot)) = owner {
+                    self.unicast(ns, slot, &d, frame);
                     return;
                 }
             }
@@ -793,8 +792,8 @@ impl<'a> RxCtx<'a> {
                 }
                 match OwnerTable::classify(self.family, self.dev, u.ip.dst) {
                     Dest::Unicast(ns) => {
-                        let view = self.table.namespace(ns);
-                        self.unicast(ns, view, &u.datagram(), frame)
+                        let slot = self.table.ns_slot(ns);
+                        self.unicast(ns, slot, &u.datagram(), frame)
                     }
                     Dest::LimitedBroadcast | Dest::DirectedBroadcast => self.broadcast(&u),
                     Dest::Multicast => self.pc.drop(PortDrop::Multicast),
@@ -806,20 +805,20 @@ impl<'a> RxCtx<'a> {
         }
     }
 
-    /// R9 for a datagram to a unicast address `ns` (whose view is `view`) owns; `frame` is
+    /// R9 for a datagram to a unicast address `ns` (whose slot is `slot`) owns; `frame` is
     /// what it arrived in.
     #[inline]
     fn unicast(
         &mut self,
         ns: NsId,
-        view: Option<&NsView>,
+        slot: Option<&NsSlot>,
         u: &wire::UdpDatagram<'_>,
         frame: &[u8],
     ) {
         let c = self.ns.ns(ns);
         c.rx_packets.inc();
         c.rx_bytes.add(u64::from(u.ip_len));
-        let queue = view
+        let queue = slot
             .and_then(|v| v.socket_for(Proto::Udp, u.dst, u.dst_port))
             .and_then(|s| self.table.socket_queue(s).map(|q| (s, q)));
         match queue {

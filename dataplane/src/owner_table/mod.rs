@@ -52,18 +52,11 @@ impl AddrEntry {
     }
 }
 
-/// What the namespace looks like to the packet path.
-///
-/// Kept small (120 bytes, one allocation with its `Arc` header) because there is one per
-/// namespace and a receive touches one per packet: what a unicast receive reads, `hot`, comes
-/// first (`repr(C)` keeps the order), the rest follows.
+/// What the namespace looks like to the packet path. The snapshot keeps it behind an
+/// [`NsSlot`], which also holds the part a unicast receive reads (up to `HOT` bindings), so
+/// that a receive reads one line per namespace, not this allocation as well.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[repr(C)]
 pub struct NsView {
-    /// A copy of up to `HOT` bindings inside the view, so that the common case (a tenant with
-    /// a few sockets) finds its socket in the view itself instead of a second heap
-    /// allocation. Filled by `normalize`, which `OwnerTable::set_namespace` always calls.
-    pub hot: HotBindings,
     pub id: NsId,
     /// The L2 namespace whose devices and routes this namespace uses (itself for an L2).
     pub family: NsId,
@@ -77,7 +70,7 @@ pub struct NsView {
     pub bindings: Vec<Binding>,
 }
 
-/// Bindings kept inline in a view (see `NsView::hot`).
+/// Bindings kept inline in a namespace's slot (see [`NsSlot`]).
 pub const HOT: usize = 3;
 
 /// Up to `HOT` bindings as parallel arrays (36 bytes); `len == u8::MAX` (also the default,
@@ -152,26 +145,78 @@ impl NsView {
                     port,
                 })
                 .collect(),
-            hot: HotBindings::default(),
         }
-    }
-
-    /// Prefetches what a unicast receive reads of the view: its inline bindings, 36 bytes at
-    /// its start, which may straddle two lines (an `Arc`'s allocation is 16-byte aligned).
-    #[inline(always)]
-    pub fn prefetch(&self) {
-        crate::prefetch::read(&self.hot);
-        crate::prefetch::read(&self.hot.ids[HOT - 1]);
     }
 
     /// Sorts bindings into the order lookups rely on.
     pub fn normalize(&mut self) {
         self.bindings
             .sort_by_key(|b| (b.proto, b.port, u32::from(b.addr), b.id));
-        self.hot = HotBindings::of(&self.bindings);
     }
 
-    /// R9 within this namespace: the socket bound to `dst:port`, else the one on `0.0.0.0:port`.
+    /// R9 within this namespace: the socket bound to `dst:port`, else the one on
+    /// `0.0.0.0:port` (over the sorted `bindings`; the packet path asks the namespace's
+    /// [`NsSlot`], which answers the same from its inline copy).
+    pub fn socket_for(&self, proto: Proto, dst: Ipv4Addr, port: u16) -> Option<SocketId> {
+        let start = self
+            .bindings
+            .partition_point(|b| (b.proto, b.port) < (proto, port));
+        let mut wildcard = None;
+        for b in self.bindings[start..]
+            .iter()
+            .take_while(|b| b.proto == proto && b.port == port)
+        {
+            if b.addr == dst {
+                return Some(b.id);
+            }
+            if b.addr.is_unspecified() {
+                wildcard = Some(b.id);
+            }
+        }
+        wildcard
+    }
+}
+
+/// A namespace's place in the snapshot: its view, and a copy of up to `HOT` of its bindings
+/// beside the pointer, on one 64-byte line of its own (`align(64)`). A unicast receive finds
+/// its socket here (`socket_for`) without reading the view: with many namespaces the view is
+/// a cache miss (and often a TLB miss) of its own, behind the slot's.
+#[derive(Clone, Debug)]
+#[repr(C, align(64))]
+pub struct NsSlot {
+    hot: HotBindings,
+    view: Arc<NsView>,
+}
+
+impl NsSlot {
+    /// The slot of `view`, whose bindings must be sorted (`NsView::normalize`).
+    fn new(view: NsView) -> Self {
+        NsSlot {
+            hot: HotBindings::of(&view.bindings),
+            view: Arc::new(view),
+        }
+    }
+
+    #[inline(always)]
+    pub fn view(&self) -> &NsView {
+        &self.view
+    }
+
+    /// Whether `socket_for` reads the view's bindings (more than `HOT` sockets): the packet
+    /// path then prefetches the view too.
+    #[inline(always)]
+    pub fn spills(&self) -> bool {
+        usize::from(self.hot.len) > HOT
+    }
+
+    /// Prefetches the view (for a slot that `spills`).
+    #[inline(always)]
+    pub fn prefetch_view(&self) {
+        crate::prefetch::read(&*self.view);
+    }
+
+    /// [`NsView::socket_for`], from the inline copy when the namespace has at most `HOT`
+    /// sockets.
     #[inline]
     pub fn socket_for(&self, proto: Proto, dst: Ipv4Addr, port: u16) -> Option<SocketId> {
         let h = &self.hot;
@@ -190,27 +235,7 @@ impl NsView {
             }
             return wildcard;
         }
-        self.socket_for_sorted(proto, dst, port)
-    }
-
-    /// R9 over the sorted `bindings` (views with more than `HOT` sockets).
-    fn socket_for_sorted(&self, proto: Proto, dst: Ipv4Addr, port: u16) -> Option<SocketId> {
-        let start = self
-            .bindings
-            .partition_point(|b| (b.proto, b.port) < (proto, port));
-        let mut wildcard = None;
-        for b in self.bindings[start..]
-            .iter()
-            .take_while(|b| b.proto == proto && b.port == port)
-        {
-            if b.addr == dst {
-                return Some(b.id);
-            }
-            if b.addr.is_unspecified() {
-                wildcard = Some(b.id);
-            }
-        }
-        wildcard
+        self.view.socket_for(proto, dst, port)
     }
 }
 
@@ -375,7 +400,7 @@ pub struct OwnerTable {
     version: u64,
     devices: Arc<Vec<Option<DeviceEntry>>>,
     families: Vec<Family>,
-    namespaces: Chunked<Arc<NsView>>,
+    namespaces: Chunked<NsSlot>,
     /// Socket id → the queue its datagrams go to.
     sockets: Chunked<Arc<SocketQueue>>,
 }
@@ -432,18 +457,23 @@ impl OwnerTable {
 
     #[inline]
     pub fn namespace(&self, ns: NsId) -> Option<&NsView> {
-        self.namespaces.get(ns.0 as usize).map(|v| &**v)
+        self.namespaces.get(ns.0 as usize).map(|s| s.view())
     }
 
-    /// Prefetches the slot that points to `ns`'s view: with many namespaces the slots alone
-    /// outgrow the L2 cache, and reading one is a miss in front of the view's own.
+    /// `ns`'s slot: its view and the bindings a unicast receive reads.
+    #[inline]
+    pub fn ns_slot(&self, ns: NsId) -> Option<&NsSlot> {
+        self.namespaces.get(ns.0 as usize)
+    }
+
+    /// Prefetches `ns`'s slot (one line): with many namespaces the slots outgrow the L2 cache.
     #[inline(always)]
     pub fn prefetch_namespace_slot(&self, ns: NsId) {
         self.namespaces.prefetch(ns.0 as usize);
     }
 
     pub fn namespaces(&self) -> impl Iterator<Item = &NsView> {
-        self.namespaces.iter().map(|v| &**v)
+        self.namespaces.iter().map(|s| s.view())
     }
 
     /// R8: the namespace that owns `dst` for a packet received on `dev` (the ifaddr on `dev`
@@ -560,7 +590,7 @@ impl OwnerTable {
         dst: Ipv4Addr,
         port: u16,
     ) -> Option<SocketId> {
-        self.namespace(ns)?.socket_for(proto, dst, port)
+        self.ns_slot(ns)?.socket_for(proto, dst, port)
     }
 
     /// R11: where a datagram that `ns` sends to `127.0.0.0/8` lands: a socket of `ns` itself,
@@ -572,14 +602,15 @@ impl OwnerTable {
         dst: Ipv4Addr,
         port: u16,
     ) -> Option<(NsId, SocketId)> {
-        let v = self.namespace(ns)?;
-        if let Some(s) = v.socket_for(proto, dst, port) {
+        let slot = self.ns_slot(ns)?;
+        if let Some(s) = slot.socket_for(proto, dst, port) {
             return Some((ns, s));
         }
+        let v = slot.view();
         if v.loopback == LoopbackMode::Shared {
             let p = v.parent?;
             return self
-                .namespace(p)?
+                .ns_slot(p)?
                 .socket_for(proto, dst, port)
                 .map(|s| (p, s));
         }
@@ -622,7 +653,7 @@ impl OwnerTable {
             .namespaces
             .chunks
             .iter()
-            .map(|c| c.len() * std::mem::size_of::<Option<Arc<NsView>>>())
+            .map(|c| 64 + c.len() * std::mem::size_of::<Option<NsSlot>>())
             .sum::<usize>()
             + self
                 .namespaces()
@@ -850,7 +881,7 @@ impl OwnerTable {
         };
         for (ns, view) in updates {
             // The old view's `Arc`, not a deep copy of it.
-            let old = self.namespaces.get(ns.0 as usize).cloned();
+            let old = self.namespaces.get(ns.0 as usize).map(|s| s.view.clone());
             let old_b = old.as_deref().map_or(&[][..], |v| &v.bindings[..]);
             match view {
                 Some(mut view) => {
@@ -862,7 +893,7 @@ impl OwnerTable {
                         }
                         touch(self.family_index(view.family), ns, &view.bindings);
                     }
-                    self.namespaces.set(ns.0 as usize, Some(Arc::new(view)));
+                    self.namespaces.set(ns.0 as usize, Some(NsSlot::new(view)));
                 }
                 None => {
                     if let Some(o) = old.as_deref() {
@@ -1273,5 +1304,42 @@ mod tests {
         };
         // Round 1: namespaces 3, 10, 17, 24, 31, 38 are gone; every other one listens on 9.
         assert_eq!(on(&many, 9), 34);
+    }
+
+    #[test]
+    fn a_namespace_slot_is_one_line() {
+        assert_eq!(std::mem::size_of::<Option<NsSlot>>(), 64);
+        assert_eq!(std::mem::align_of::<NsSlot>(), 64);
+        let t = table();
+        let slot = t.ns_slot(WEB1).unwrap();
+        assert_eq!((slot as *const NsSlot as usize) % 64, 0);
+        assert_eq!(slot.view().name.as_ref(), "web1");
+    }
+
+    proptest::proptest! {
+        /// R9 from the slot's inline copy (up to `HOT` sockets) or, beyond, from the view's
+        /// sorted bindings, is R9 as written: the socket bound to the destination, else the
+        /// one on 0.0.0.0 (at most one of each per port, as the socket layer ensures).
+        #[test]
+        fn the_slot_answers_r9_like_the_rule(
+            socks in proptest::collection::btree_map((0u16..4, 0usize..3), 1u32..1000, 0..7),
+            port in 0u16..5,
+            dst in 0usize..3,
+        ) {
+            let addrs = [[0, 0, 0, 0], [10, 0, 0, 2], [10, 0, 0, 3]];
+            let bindings: Vec<_> = socks.iter().map(|(&(p, a), &id)| (id, addrs[a], p)).collect();
+            let mut t = table();
+            t.set_namespace(view(WEB1, "web1", Some(ROOT), vec![], bindings));
+            let d = ip(addrs[dst]);
+            let want = socks
+                .get(&(port, dst))
+                .or(socks.get(&(port, 0)))
+                .map(|&id| SocketId(id));
+            let slot = t.ns_slot(WEB1).unwrap();
+            proptest::prop_assert_eq!(slot.spills(), socks.len() > HOT);
+            proptest::prop_assert_eq!(slot.socket_for(Proto::Udp, d, port), want);
+            proptest::prop_assert_eq!(slot.view().socket_for(Proto::Udp, d, port), want);
+            proptest::prop_assert_eq!(t.unicast_socket(WEB1, Proto::Udp, d, port), want);
+        }
     }
 }
