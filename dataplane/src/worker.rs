@@ -735,13 +735,15 @@ impl<'a> RxCtx<'a> {
                 if s.spills() {
                     s.prefetch_view();
                 } else if many_sockets {
-                    // With many sockets, their slots miss too: find the packet's socket in
-                    // the (prefetched) namespace slot and ask for its queue's slot. The port
-                    // is read where a header without IPv4 options has it; for any other
-                    // frame the hint is merely useless.
+                    // The slot (prefetched) usually holds the socket's queue; when it does
+                    // not and there are many sockets, the socket table's slot misses too:
+                    // ask for it. The port is read where a header without IPv4 options has
+                    // it; for any other frame the hint is merely useless.
                     if let Some(p) = f.get(36..38) {
                         let port = u16::from_be_bytes([p[0], p[1]]);
-                        if let Some(id) = s.socket_for(Proto::Udp, Ipv4Addr::from(d), port) {
+                        if let Some((id, None)) =
+                            s.socket_and_queue(Proto::Udp, Ipv4Addr::from(d), port)
+                        {
                             table.prefetch_socket(id);
                         }
                     }
@@ -819,8 +821,8 @@ impl<'a> RxCtx<'a> {
         c.rx_packets.inc();
         c.rx_bytes.add(u64::from(u.ip_len));
         let queue = slot
-            .and_then(|v| v.socket_for(Proto::Udp, u.dst, u.dst_port))
-            .and_then(|s| self.table.socket_queue(s).map(|q| (s, q)));
+            .and_then(|v| v.socket_and_queue(Proto::Udp, u.dst, u.dst_port))
+            .and_then(|(s, q)| q.or_else(|| self.table.socket_queue(s)).map(|q| (s, q)));
         match queue {
             Some((sock, q)) => {
                 let meta = DgramMeta {

@@ -73,12 +73,12 @@ pub struct NsView {
 /// Bindings kept inline in a namespace's slot (see [`NsSlot`]).
 pub const HOT: usize = 3;
 
-/// Up to `HOT` bindings as parallel arrays (36 bytes); `len == u8::MAX` (also the default,
-/// before `normalize`) when lookups must use the sorted `bindings`.
+/// Up to `HOT` UDP bindings as parallel arrays (32 bytes); `len == u8::MAX` (also the
+/// default) when lookups must use the view's sorted `bindings`: more than `HOT` sockets, or
+/// one of another protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HotBindings {
     len: u8,
-    protos: [u8; HOT],
     ports: [u16; HOT],
     addrs: [u32; HOT],
     ids: [u32; HOT],
@@ -88,7 +88,6 @@ impl Default for HotBindings {
     fn default() -> Self {
         HotBindings {
             len: u8::MAX,
-            protos: [0; HOT],
             ports: [0; HOT],
             addrs: [0; HOT],
             ids: [0; HOT],
@@ -99,17 +98,38 @@ impl Default for HotBindings {
 impl HotBindings {
     fn of(bindings: &[Binding]) -> Self {
         let mut h = HotBindings::default();
-        if bindings.len() > HOT {
+        if bindings.len() > HOT || bindings.iter().any(|b| b.proto != Proto::Udp) {
             return h;
         }
         for (i, b) in bindings.iter().enumerate() {
-            h.protos[i] = b.proto as u8;
             h.ports[i] = b.port;
             h.addrs[i] = u32::from(b.addr);
             h.ids[i] = b.id.0;
         }
         h.len = bindings.len() as u8;
         h
+    }
+
+    /// R9 over the copy: the index of the socket bound to `dst:port`, else of the one on
+    /// `0.0.0.0:port`; `Err` when the copy cannot answer (the view's bindings must).
+    #[inline(always)]
+    fn find(&self, proto: Proto, dst: Ipv4Addr, port: u16) -> Result<Option<usize>, ()> {
+        if usize::from(self.len) > HOT || proto != Proto::Udp {
+            return Err(());
+        }
+        let dst = u32::from(dst);
+        let mut wildcard = None;
+        for i in 0..usize::from(self.len).min(HOT) {
+            if self.ports[i] == port {
+                if self.addrs[i] == dst {
+                    return Ok(Some(i));
+                }
+                if self.addrs[i] == 0 {
+                    wildcard = Some(i);
+                }
+            }
+        }
+        Ok(wildcard)
     }
 }
 
@@ -178,25 +198,24 @@ impl NsView {
 }
 
 /// A namespace's place in the snapshot: its view, and a copy of up to `HOT` of its bindings
-/// beside the pointer, on one 64-byte line of its own (`align(64)`). A unicast receive finds
-/// its socket here (`socket_for`) without reading the view: with many namespaces the view is
-/// a cache miss (and often a TLB miss) of its own, behind the slot's.
+/// with their sockets' queues beside the pointer, on one 64-byte line of its own
+/// (`align(64)`). A unicast receive finds its socket and queue here without reading the view
+/// or the socket table: with many namespaces and sockets each of those is a cache miss (and
+/// often a TLB miss) of its own, behind the slot's.
+///
+/// `queues[i]` is the queue `OwnerTable::socket_queue` gives for `hot.ids[i]`, or `None`
+/// while the socket has none: the snapshot keeps the two in step (`update_namespaces` fills
+/// a new slot from the socket table; `set_socket_queue` refreshes the slot that lists the
+/// socket).
 #[derive(Clone, Debug)]
 #[repr(C, align(64))]
 pub struct NsSlot {
     hot: HotBindings,
+    queues: [Option<Arc<SocketQueue>>; HOT],
     view: Arc<NsView>,
 }
 
 impl NsSlot {
-    /// The slot of `view`, whose bindings must be sorted (`NsView::normalize`).
-    fn new(view: NsView) -> Self {
-        NsSlot {
-            hot: HotBindings::of(&view.bindings),
-            view: Arc::new(view),
-        }
-    }
-
     #[inline(always)]
     pub fn view(&self) -> &NsView {
         &self.view
@@ -219,23 +238,25 @@ impl NsSlot {
     /// sockets.
     #[inline]
     pub fn socket_for(&self, proto: Proto, dst: Ipv4Addr, port: u16) -> Option<SocketId> {
-        let h = &self.hot;
-        if usize::from(h.len) <= HOT {
-            let (dst, proto) = (u32::from(dst), proto as u8);
-            let mut wildcard = None;
-            for i in 0..usize::from(h.len).min(HOT) {
-                if h.ports[i] == port && h.protos[i] == proto {
-                    if h.addrs[i] == dst {
-                        return Some(SocketId(h.ids[i]));
-                    }
-                    if h.addrs[i] == 0 {
-                        wildcard = Some(SocketId(h.ids[i]));
-                    }
-                }
+        self.socket_and_queue(proto, dst, port).map(|(s, _)| s)
+    }
+
+    /// The socket R9 picks and, when the slot holds it, its queue (else ask
+    /// `OwnerTable::socket_queue`).
+    #[inline]
+    pub fn socket_and_queue(
+        &self,
+        proto: Proto,
+        dst: Ipv4Addr,
+        port: u16,
+    ) -> Option<(SocketId, Option<&Arc<SocketQueue>>)> {
+        match self.hot.find(proto, dst, port) {
+            Ok(i) => {
+                let i = i?;
+                Some((SocketId(self.hot.ids[i]), self.queues[i].as_ref()))
             }
-            return wildcard;
+            Err(()) => self.view.socket_for(proto, dst, port).map(|s| (s, None)),
         }
-        self.view.socket_for(proto, dst, port)
     }
 }
 
@@ -403,6 +424,9 @@ pub struct OwnerTable {
     namespaces: Chunked<NsSlot>,
     /// Socket id → the queue its datagrams go to.
     sockets: Chunked<Arc<SocketQueue>>,
+    /// Socket id → the namespace whose view lists it (so that attaching a queue can refresh
+    /// that namespace's slot).
+    socket_ns: Chunked<NsId>,
 }
 
 impl Default for OwnerTable {
@@ -420,6 +444,7 @@ impl OwnerTable {
             families: Vec::new(),
             namespaces: Chunked::new(),
             sockets: Chunked::new(),
+            socket_ns: Chunked::new(),
         }
     }
 
@@ -851,7 +876,54 @@ impl OwnerTable {
 
     /// Attaches (or, with `None`, detaches) a socket's queue.
     pub fn set_socket_queue(&mut self, id: SocketId, queue: Option<Arc<SocketQueue>>) {
-        self.sockets.set(id.0 as usize, queue);
+        self.sockets.set(id.0 as usize, queue.clone());
+        // The slot of the namespace that lists the socket keeps a copy.
+        let Some(&ns) = self.socket_ns.get(id.0 as usize) else {
+            return;
+        };
+        let Some(slot) = self.namespaces.get(ns.0 as usize) else {
+            return;
+        };
+        let h = &slot.hot;
+        let Some(i) = (0..usize::from(h.len).min(HOT)).find(|&i| h.ids[i] == id.0) else {
+            return;
+        };
+        let same = match (&slot.queues[i], &queue) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            let mut slot = slot.clone();
+            slot.queues[i] = queue;
+            self.namespaces.set(ns.0 as usize, Some(slot));
+        }
+    }
+
+    /// Forgets that `ns` lists `bindings`' sockets (unless another namespace lists one now).
+    fn forget_sockets(&mut self, ns: NsId, bindings: &[Binding]) {
+        for b in bindings {
+            if self.socket_ns.get(b.id.0 as usize) == Some(&ns) {
+                self.socket_ns.set(b.id.0 as usize, None);
+            }
+        }
+    }
+
+    /// The slot of `view` (bindings sorted), with the queues the socket table has now.
+    fn slot_of(&self, view: NsView) -> NsSlot {
+        let hot = HotBindings::of(&view.bindings);
+        let queues = std::array::from_fn(|i| {
+            if i < usize::from(hot.len).min(HOT) {
+                self.sockets.get(hot.ids[i] as usize).cloned()
+            } else {
+                None
+            }
+        });
+        NsSlot {
+            hot,
+            queues,
+            view: Arc::new(view),
+        }
     }
 
     /// Adds or replaces a namespace's view (bindings are sorted here).
@@ -892,12 +964,18 @@ impl OwnerTable {
                             touch(self.family_index(o.family), ns, old_b);
                         }
                         touch(self.family_index(view.family), ns, &view.bindings);
+                        self.forget_sockets(ns, old_b);
+                        for b in &view.bindings {
+                            self.socket_ns.set(b.id.0 as usize, Some(ns));
+                        }
                     }
-                    self.namespaces.set(ns.0 as usize, Some(NsSlot::new(view)));
+                    let slot = self.slot_of(view);
+                    self.namespaces.set(ns.0 as usize, Some(slot));
                 }
                 None => {
                     if let Some(o) = old.as_deref() {
                         touch(self.family_index(o.family), ns, old_b);
+                        self.forget_sockets(ns, old_b);
                         self.namespaces.set(ns.0 as usize, None);
                     }
                 }
@@ -1340,6 +1418,64 @@ mod tests {
             proptest::prop_assert_eq!(slot.socket_for(Proto::Udp, d, port), want);
             proptest::prop_assert_eq!(slot.view().socket_for(Proto::Udp, d, port), want);
             proptest::prop_assert_eq!(t.unicast_socket(WEB1, Proto::Udp, d, port), want);
+        }
+    }
+
+    /// Every slot's copy of its sockets' queues is what the socket table says.
+    fn slots_agree(t: &OwnerTable) -> Result<(), String> {
+        for ns in 0..8u32 {
+            let Some(slot) = t.ns_slot(NsId(ns)) else {
+                continue;
+            };
+            let h = &slot.hot;
+            for i in 0..usize::from(h.len).min(HOT) {
+                let want = t.socket_queue(SocketId(h.ids[i]));
+                let same = match (slot.queues[i].as_ref(), want) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    return Err(format!("ns {ns}: socket {} has a stale queue", h.ids[i]));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        /// Views set and removed, queues attached, replaced and detached, in any order and
+        /// in one `update_namespaces` or several: a slot never delivers into a queue the
+        /// socket table no longer gives its socket.
+        #[test]
+        fn slot_queues_follow_the_socket_table(
+            ops in proptest::collection::vec((0u8..4, 1u32..4, 1u32..7, 0usize..3), 1..40),
+        ) {
+            let pools = crate::socket::BatchPools::new(1, 4);
+            let queues = [
+                crate::socket::SocketQueue::new(8, pools.clone()),
+                crate::socket::SocketQueue::new(8, pools.clone()),
+            ];
+            let mut t = table();
+            for (op, ns, sock, k) in ops {
+                let id = NsId(ns);
+                match op {
+                    // A view listing sockets `sock`.. (`k` + 1 of them; ids are unique per
+                    // namespace as the socket layer keeps them: ns * 10 + i).
+                    0 => {
+                        let b = (0..=k as u32)
+                            .map(|i| (ns * 10 + (sock + i) % 7, [0, 0, 0, 0], 9 + i as u16))
+                            .collect();
+                        t.update_namespaces([(id, Some(view(id, "n", Some(ROOT), vec![], b)))]);
+                    }
+                    1 => t.remove_namespace(id),
+                    2 => t.set_socket_queue(SocketId(ns * 10 + sock), Some(queues[k % 2].clone())),
+                    _ => t.set_socket_queue(SocketId(ns * 10 + sock), None),
+                }
+                if let Err(e) = slots_agree(&t) {
+                    return Err(proptest::test_runner::TestCaseError::fail(e));
+                }
+            }
         }
     }
 }
