@@ -65,6 +65,9 @@ const MAX_PARK: Duration = Duration::from_millis(100);
 /// worker that sleeps at least this long between polls (`idle_sleep_us` ≥ 1000) does not wake
 /// the thread across cores but lets this timer do it (`Worker::wake_consumers`).
 const BUSY_PARK: Duration = Duration::from_millis(1);
+/// The park while traffic flows to sinks only: a sink is woken early by a worker when one of
+/// its queues is half full, so this only bounds how stale its `sunk` count gets.
+const SINK_PARK: Duration = Duration::from_millis(10);
 /// Wake-ups that found nothing before the thread parks for `MAX_PARK` again.
 const BUSY_ROUNDS: u32 = 4;
 /// The longest park while an `attach` service runs: how soon its process's replies are read.
@@ -295,12 +298,18 @@ fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<S
             empty_wakes = empty_wakes.saturating_add(1);
         }
         let attach = entries.iter().any(|e| matches!(e.kind, Kind::Attach(_)));
+        // Only sinks: nobody waits for what they take, so workers leave the thread to its
+        // timer until a queue is half full (`Waiter::set_lazy`), and the timer is longer.
+        let sinks_only = entries.iter().all(|e| matches!(e.kind, Kind::Sink));
+        waiter.set_lazy(sinks_only);
         let timeout = if attach {
             MAX_PARK_ATTACH
-        } else if empty_wakes <= BUSY_ROUNDS {
-            BUSY_PARK
-        } else {
+        } else if empty_wakes > BUSY_ROUNDS {
             MAX_PARK
+        } else if sinks_only {
+            SINK_PARK
+        } else {
+            BUSY_PARK
         };
         // Park unless a queue has datagrams again (a round takes at most ROUND_BUDGET
         // datagrams from a socket, and workers keep handing over while it runs).

@@ -181,6 +181,9 @@ pub struct Waiter {
     deadline: AtomicU64,
     /// Whether this thread is counted in `PARKING` (read and written by the thread only).
     counted: AtomicBool,
+    /// Set by a consumer that need not see datagrams soon (a `sink`): workers then leave it
+    /// to its timer until a queue they hand to is half full ([`SocketQueue::wake_unless_due`]).
+    lazy: AtomicBool,
     thread: Thread,
 }
 
@@ -206,10 +209,20 @@ impl Waiter {
                 sleeping: AtomicBool::new(false),
                 deadline: AtomicU64::new(0),
                 counted: AtomicBool::new(false),
+                lazy: AtomicBool::new(false),
                 thread: std::thread::current(),
             });
         }
         WAITER.with(Arc::clone)
+    }
+
+    /// Consumer side: whether the next parks are lazy: a worker then wakes the thread only
+    /// when a queue it hands datagrams to is at least half full, and otherwise leaves them to
+    /// the park's timeout (nothing is lost: the thread finds them then). For consumers that
+    /// only count and drop; each wake-up spared is a sleep and a wake of a thread.
+    pub fn set_lazy(&self, lazy: bool) {
+        // Published to workers by `prepare`'s SeqCst store of `sleeping`.
+        self.lazy.store(lazy, Ordering::Relaxed);
     }
 
     /// Consumer side: declares the thread asleep for at most `timeout`, then returns false
@@ -359,14 +372,18 @@ impl SocketQueue {
     /// `within` of `now` anyway ([`Waiter::wake_unless_due`]): a worker that sleeps
     /// `idle_sleep` between polls passes that, the latency it already adds, and saves the
     /// cross-core wake-up while the consumer wakes on its own timer.
+    /// A lazy consumer ([`Waiter::set_lazy`]) is left to its timer while this queue is less
+    /// than half full.
     #[inline]
     pub fn wake_unless_due(&self, now: Instant, within: Duration) -> bool {
         PARKING.load(Ordering::SeqCst) > 0
-            && self
-                .waiter
-                .load()
-                .as_ref()
-                .is_some_and(|w| w.wake_unless_due(now, within))
+            && self.waiter.load().as_ref().is_some_and(|w| {
+                if w.lazy.load(Ordering::Relaxed) && w.is_sleeping() && self.len() * 2 < self.depth
+                {
+                    return false;
+                }
+                w.wake_unless_due(now, within)
+            })
     }
 
     /// Worker side: hands a batch over. The queue fills to its depth like a socket buffer:
@@ -648,6 +665,42 @@ mod tests {
         hand_over();
         assert!(q.wake_unless_due(Instant::now(), Duration::ZERO));
         w.park();
+    }
+
+    #[test]
+    fn a_lazy_consumer_is_woken_only_by_a_half_full_queue() {
+        let pools = BatchPools::new(1, 8);
+        let q = SocketQueue::new(8, pools.clone());
+        let w = Waiter::current();
+        q.set_waiter(&w);
+        let hand_over = |n: usize| {
+            let mut b = pools.take(0, 32);
+            for _ in 0..n {
+                b.push(meta(1), b"s");
+            }
+            q.offer(b).unwrap();
+        };
+        w.set_lazy(true);
+        assert!(w.prepare(Duration::from_secs(30), [&*q]));
+        // 3 of 8: left to its timer, even by a busy-polling worker.
+        hand_over(3);
+        assert!(!q.wake_unless_due(Instant::now(), Duration::ZERO));
+        assert!(w.is_sleeping());
+        // 4 of 8: half full, woken.
+        hand_over(1);
+        assert!(q.wake_unless_due(Instant::now(), Duration::ZERO));
+        assert!(!w.is_sleeping());
+        w.park();
+        while let Some(b) = q.pop_batch() {
+            q.recycle(b);
+        }
+        // Not lazy any more: the first datagram wakes it.
+        w.set_lazy(false);
+        assert!(w.prepare(Duration::from_secs(30), [&*q]));
+        hand_over(1);
+        assert!(q.wake_unless_due(Instant::now(), Duration::ZERO));
+        w.park();
+        q.recycle(q.pop_batch().unwrap());
     }
 
     #[test]
