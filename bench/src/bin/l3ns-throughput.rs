@@ -49,6 +49,10 @@ struct Args {
     /// Milliseconds between two scrapes in the scrape scenario.
     #[arg(long, default_value_t = 100)]
     scrape_ms: u64,
+    /// Frames per receive burst (l3nsd's `dataplane.burst`; at most 64 are worked on as one
+    /// group, see `port::MAX_GROUP`).
+    #[arg(long, default_value_t = 32)]
+    burst: usize,
     /// Core for the worker (the consumer takes the next one).
     #[arg(long, default_value_t = 0)]
     core: usize,
@@ -259,7 +263,10 @@ fn run_worker(
     let stop = Arc::new(AtomicBool::new(false));
     let cons = consumer(s.queues.clone(), stop.clone(), args.core + 1);
     let mut worker = Worker::new(
-        WorkerConfig::default(),
+        WorkerConfig {
+            burst: args.burst,
+            ..WorkerConfig::default()
+        },
         vec![WorkerPort {
             port: port(frames),
             dev: s.dev,
