@@ -115,6 +115,46 @@ impl Changes {
         keep_first(&mut self.closed_sockets);
     }
 
+    /// The same entries as [`Changes::dedup`], each list sorted instead of in first-seen
+    /// order, in place: for a publisher, to which the order does not matter. A bulk batch's
+    /// list of a million addresses then needs no hash set of them.
+    pub fn sort_dedup(&mut self) {
+        fn sort_dedup<T: Ord>(v: &mut Vec<T>) {
+            v.sort_unstable();
+            v.dedup();
+        }
+        sort_dedup(&mut self.addrs);
+        sort_dedup(&mut self.namespaces);
+        sort_dedup(&mut self.routes);
+        sort_dedup(&mut self.removed_namespaces);
+        sort_dedup(&mut self.closed_sockets);
+    }
+
+    /// `dedup` of the namespace, route, removed-namespace and closed-socket lists only:
+    /// few distinct entries named again and again (every `addr add` names its caller and
+    /// family), which a long batch can shrink along the way. Keeps first occurrences in
+    /// order, so a later `dedup` gives what it would have given without this.
+    pub fn dedup_repeated(&mut self) {
+        fn keep_first<T: Copy + Eq + std::hash::Hash>(v: &mut Vec<T>) {
+            if v.len() > 1 {
+                let mut seen = std::collections::HashSet::new();
+                v.retain(|x| seen.insert(*x));
+            }
+        }
+        keep_first(&mut self.namespaces);
+        keep_first(&mut self.routes);
+        keep_first(&mut self.removed_namespaces);
+        keep_first(&mut self.closed_sockets);
+    }
+
+    /// Entries in the lists that `dedup_repeated` shrinks.
+    pub fn repeated_len(&self) -> usize {
+        self.namespaces.len()
+            + self.routes.len()
+            + self.removed_namespaces.len()
+            + self.closed_sockets.len()
+    }
+
     fn touch_ns(&mut self, ns: NsId) {
         if !self.namespaces.contains(&ns) {
             self.namespaces.push(ns);
@@ -202,6 +242,34 @@ impl LabelCache {
     }
 }
 
+/// Rebuilding an ordered map or set with its nodes full, without a second copy of it (see
+/// [`Model::compact`]).
+trait Repack {
+    fn repack(&mut self);
+}
+
+impl<K: Ord, V> Repack for BTreeMap<K, V> {
+    fn repack(&mut self) {
+        // `append` of a non-empty map to a non-empty one merges both into a new tree by bulk
+        // load, consuming (and freeing) the old nodes as it goes.
+        if let Some((k, v)) = self.pop_last() {
+            let mut last = BTreeMap::new();
+            last.insert(k, v);
+            self.append(&mut last);
+        }
+    }
+}
+
+impl<T: Ord> Repack for BTreeSet<T> {
+    fn repack(&mut self) {
+        if let Some(x) = self.pop_last() {
+            let mut last = BTreeSet::new();
+            last.insert(x);
+            self.append(&mut last);
+        }
+    }
+}
+
 /// The persisted form of a [`Model`]: records only, no indexes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct ModelState {
@@ -274,12 +342,14 @@ impl Model {
     /// times the bytes of its entries; rebuilt, ~1.05 times. Linear in the model's size: the
     /// runtime calls it after a batch that changed many records (a configuration or a saved
     /// state loading, a bulk set-up), and loading a saved state does. Changes nothing else.
+    ///
+    /// The rebuild streams: each map is merged back into a fresh one (`append`, whose bulk
+    /// load fills nodes to capacity) while its old nodes are freed as they are read, so it
+    /// holds no copy of the entries meanwhile (`collect` would first gather them all in a
+    /// vector of up to twice their size).
     pub fn compact(&mut self) {
-        fn rebuild<T>(m: &mut T)
-        where
-            T: Default + IntoIterator + FromIterator<<T as IntoIterator>::Item>,
-        {
-            *m = std::mem::take(m).into_iter().collect();
+        fn rebuild<T: Repack>(m: &mut T) {
+            m.repack();
         }
         rebuild(&mut self.namespaces);
         rebuild(&mut self.ns_by_name);

@@ -767,3 +767,62 @@ fn changes_append_then_dedup_equals_merge() {
     appended.dedup();
     assert_eq!(appended, merged);
 }
+
+#[test]
+fn sort_dedup_and_dedup_repeated_keep_the_entries_of_dedup() {
+    let (mut m, _, _) = setup();
+    let mut ops: Vec<Changes> = Vec::new();
+    for i in 2..40u8 {
+        let a = ip(10, 0, 1, i);
+        ops.push(
+            m.addr_add(ROOT, "eth0", a, 24, None, None, Scope::Global)
+                .unwrap(),
+        );
+        ops.push(m.addr_push(ROOT, "eth0", a, None, "web1").unwrap());
+        if i % 3 == 0 {
+            ops.push(m.addr_pull(ROOT, "eth0", a, None, "web1").unwrap());
+        }
+    }
+    ops.push(m.ns_del(ROOT, "web1").unwrap());
+    let (mut plain, mut along) = (Changes::default(), Changes::default());
+    for c in ops {
+        plain.append(c.clone());
+        along.append(c);
+        // As the runtime does while a batch grows.
+        along.dedup_repeated();
+    }
+    let mut sorted = plain.clone();
+    plain.dedup();
+    along.dedup();
+    assert_eq!(along, plain, "dedup_repeated along the way changes nothing");
+    sorted.sort_dedup();
+    let sort = |mut v: Changes| {
+        v.addrs.sort();
+        v.namespaces.sort();
+        v.routes.sort();
+        v.removed_namespaces.sort();
+        v.closed_sockets.sort();
+        v
+    };
+    assert_eq!(sorted, sort(plain));
+}
+
+#[test]
+fn compact_keeps_every_entry() {
+    let (mut m, _, _) = setup();
+    for i in 0..5_000u32 {
+        let a = Ipv4Addr::from(0x0b00_0000 + 1 + i);
+        m.addr_add(ROOT, "eth0", a, 8, None, None, Scope::Global)
+            .unwrap();
+        if i % 2 == 0 {
+            m.addr_push(ROOT, "eth0", a, None, "web1").unwrap();
+        }
+    }
+    let before = m.clone();
+    m.compact();
+    assert_eq!(m, before);
+    m.check_invariants().unwrap();
+    m.compact();
+    assert_eq!(m, before);
+    assert_eq!(m.owned_by(ROOT).count(), before.owned_by(ROOT).count());
+}
