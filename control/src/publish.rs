@@ -21,7 +21,7 @@ use crate::model::{Changes, Model};
 use arc_swap::ArcSwap;
 use l3ns_dataplane::owner_table::{AddrEntry, NsView, OwnerTable};
 use l3ns_dataplane::socket::SocketQueue;
-use l3ns_dataplane::types::{IfAddr, LocalAddr, NsId, SocketId};
+use l3ns_dataplane::types::{NsId, SocketId};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,97 +37,20 @@ pub struct Publisher {
     pub last_publish: Duration,
 }
 
-/// The view of namespace `ns` as the packet path needs it, read from the model.
+/// The view of namespace `ns` as the packet path needs it, read from the model: its ifaddrs
+/// are one range of the model's address table, already in the view's order (device, local),
+/// read in one pass without touching labels, so a publish rebuilds a changed view from the
+/// model directly (no list of the changed addresses' ifaddrs to merge with the old view).
 pub fn ns_view(model: &Model, ns: NsId) -> Option<NsView> {
-    ns_view_after(model, ns, None, &ChangedAddrs::default())
-}
-
-/// The local addresses a publish changes, and the ifaddrs now at them sorted by owner: what
-/// `ns_view_after` needs to update views without reading every ifaddr they hold.
-#[derive(Default)]
-struct ChangedAddrs<'m> {
-    /// Sorted, each once.
-    locals: Vec<Ipv4Addr>,
-    /// Every ifaddr of the model at one of `locals`, by (owner, device, local).
-    now: Vec<&'m IfAddr>,
-}
-
-impl<'m> ChangedAddrs<'m> {
-    fn new(model: &'m Model, changes: &Changes) -> Self {
-        let mut locals: Vec<Ipv4Addr> = changes.addrs.iter().map(|(_, a)| *a).collect();
-        locals.sort_unstable();
-        locals.dedup();
-        let mut now: Vec<&IfAddr> = Vec::with_capacity(locals.len());
-        for l in &locals {
-            now.extend(model.ifaddrs_at(*l));
-        }
-        now.sort_unstable_by_key(|i| (i.owner, i.dev, i.local));
-        ChangedAddrs { locals, now }
-    }
-
-    /// The ifaddrs at changed addresses that `ns` owns now, by (device, local).
-    fn owned_by(&self, ns: NsId) -> &[&'m IfAddr] {
-        let from = self.now.partition_point(|i| i.owner < ns);
-        let to = self.now.partition_point(|i| i.owner <= ns);
-        &self.now[from..to]
-    }
-}
-
-/// `ns_view`, reusing what cannot have changed from `prev`, the namespace's view in the last
-/// snapshot: its name (a namespace is never renamed) and its ifaddrs at addresses `changed`
-/// does not name. By the contract of `Changes` (`addrs` names every local address whose
-/// ifaddrs or owners changed), those kept their owner and their fields, so the old list
-/// minus the changed addresses plus what the namespace owns at them now is the new list.
-/// This replaces one ordered-map lookup per owned ifaddr (cache misses in a model of 100k
-/// addresses) by a pass over the old list.
-fn ns_view_after(
-    model: &Model,
-    ns: NsId,
-    prev: Option<&NsView>,
-    changed: &ChangedAddrs<'_>,
-) -> Option<NsView> {
     let n = model.namespace(ns)?;
     let family = model.family_of(ns)?;
-    let prev = prev.filter(|p| p.id == ns && *p.name == *n.name && p.family == family);
-    let name = n.name.clone();
-    let ifaddrs = match prev {
-        Some(p) => {
-            // Both parts are in the model's order, (device, local): merge them.
-            let mut kept = p
-                .ifaddrs
-                .iter()
-                .filter(|i| changed.locals.binary_search(&i.local).is_err())
-                .peekable();
-            let mut added = changed
-                .owned_by(ns)
-                .iter()
-                .map(|i| LocalAddr::of(i))
-                .peekable();
-            let mut v = Vec::with_capacity(p.ifaddrs.len() + added.len());
-            loop {
-                let next = match (kept.peek(), added.peek()) {
-                    (Some(k), Some(a)) if (k.dev, k.local) > (a.dev, a.local) => added.next(),
-                    (Some(_), _) => kept.next().copied(),
-                    (None, _) => added.next(),
-                };
-                match next {
-                    Some(i) => v.push(i),
-                    None => break,
-                }
-            }
-            v
-        }
-        None => {
-            let mut v = Vec::with_capacity(model.owned_count(ns));
-            v.extend(model.owned_by(ns).map(LocalAddr::of));
-            v
-        }
-    };
+    let mut ifaddrs = Vec::with_capacity(model.owned_count(ns));
+    ifaddrs.extend(model.owned_local_addrs(ns));
     let mut bindings = Vec::with_capacity(model.bindings_count(ns));
     bindings.extend(model.bindings_of(ns).map(|s| s.binding));
     Some(NsView {
         id: n.id,
-        name,
+        name: n.name.clone(),
         level: n.level,
         parent: n.parent,
         family,
@@ -143,7 +66,7 @@ fn entries_at(model: &Model, l2: NsId, local: Ipv4Addr) -> Vec<AddrEntry> {
     model
         .ifaddrs_at(local)
         .filter(|i| model.device(i.dev).is_some_and(|d| d.owner == l2))
-        .map(AddrEntry::of)
+        .map(|i| AddrEntry::of(&i))
         .collect()
 }
 
@@ -257,14 +180,11 @@ impl Publisher {
             t.set_local(*l2, *local, &entries_at(model, *l2, *local));
         }
         t.update_namespaces(changes.removed_namespaces.iter().map(|ns| (*ns, None)));
-        let changed = ChangedAddrs::new(model, changes);
         // In slices, so that a batch that changes every namespace holds a bounded number of
         // new views at a time; each slice rebuilds a touched port's listener list once.
         for slice in changes.namespaces.chunks(1024) {
-            let views: Vec<(NsId, Option<NsView>)> = slice
-                .iter()
-                .map(|ns| (*ns, ns_view_after(model, *ns, t.namespace(*ns), &changed)))
-                .collect();
+            let views: Vec<(NsId, Option<NsView>)> =
+                slice.iter().map(|ns| (*ns, ns_view(model, *ns))).collect();
             t.update_namespaces(views);
         }
         for id in &changes.closed_sockets {

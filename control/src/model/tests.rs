@@ -264,7 +264,7 @@ fn r02_shared_devices_and_routes() {
             scope: Scope::Link
         }
     );
-    let owned: Vec<IfAddr> = m.owned_by(web1).cloned().collect();
+    let owned: Vec<IfAddr> = m.owned_by(web1).collect();
     let choice = rules::select_source(&owned, &fam, ip(8, 8, 8, 8)).unwrap();
     assert_eq!(choice.src, ip(10, 0, 0, 2));
     let ch = m.route_del(ROOT, default).unwrap();
@@ -389,10 +389,7 @@ fn r04_push_pull_errors() {
     assert_eq!(ch.addrs, vec![(ROOT, a)]);
     assert_eq!(ch.namespaces, vec![ROOT, web1]);
     assert!(ch.routes.is_empty());
-    assert_eq!(
-        locals(&m.owned_by(web1).cloned().collect::<Vec<_>>()),
-        vec![a]
-    );
+    assert_eq!(locals(&m.owned_by(web1).collect::<Vec<_>>()), vec![a]);
     assert!(m.owned_by(ROOT).all(|i| i.local != a));
     // An L3 namespace may own several addresses.
     m.addr_push(ROOT, "eth0", ip(10, 0, 0, 3), None, "web1")
@@ -825,4 +822,39 @@ fn compact_keeps_every_entry() {
     m.compact();
     assert_eq!(m, before);
     assert_eq!(m.owned_by(ROOT).count(), before.owned_by(ROOT).count());
+}
+
+#[test]
+fn label_numbers_are_shared_freed_and_reused() {
+    let (mut m, _, _) = setup();
+    let a = |i: u8| ip(10, 0, 9, i);
+    for i in 1..6 {
+        let label = (i % 2 == 0).then_some("eth0:x");
+        m.addr_add(ROOT, "eth0", a(i), 24, label, None, Scope::Global)
+            .unwrap();
+    }
+    m.check_invariants().unwrap();
+    assert_eq!(
+        &*m.ifaddr(m.resolve_dev(ROOT, "eth0").unwrap(), a(2))
+            .unwrap()
+            .label,
+        "eth0:x"
+    );
+    // The last user of the alias goes: its number is freed, then reused by another label.
+    m.addr_del(ROOT, "eth0", a(2)).unwrap();
+    m.addr_del(ROOT, "eth0", a(4)).unwrap();
+    m.check_invariants().unwrap();
+    m.addr_add(ROOT, "eth0", a(7), 24, Some("eth0:y"), None, Scope::Global)
+        .unwrap();
+    m.addr_add(ROOT, "eth0", a(8), 24, Some("eth0:x"), None, Scope::Global)
+        .unwrap();
+    m.check_invariants().unwrap();
+    let eth0 = m.resolve_dev(ROOT, "eth0").unwrap();
+    assert_eq!(&*m.ifaddr(eth0, a(7)).unwrap().label, "eth0:y");
+    assert_eq!(&*m.ifaddr(eth0, a(8)).unwrap().label, "eth0:x");
+    assert_eq!(&*m.ifaddr(eth0, a(1)).unwrap().label, "eth0");
+    // Equal models whatever numbers their labels got.
+    let back: Model = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+    assert_eq!(back, m);
+    back.check_invariants().unwrap();
 }
