@@ -175,13 +175,15 @@ impl Runtime {
         // the order, and sorting in place needs no hash set of a bulk batch's addresses.
         changes.sort_dedup();
         let attach = std::mem::take(&mut self.pending_attach);
-        self.publish_now(&changes, &attach);
+        // Repacked before the publish, not after: the publish is the batch's memory peak (the
+        // model, the change list, the new snapshot's tables and views at once), and the
+        // repack streams (it needs no second copy). Not again when the batch's last commit
+        // just did (`commit` repacks as it grows).
         let large = changes.addrs.len() + changes.namespaces.len() >= Self::COMPACT_AFTER;
-        drop(changes);
-        // Not again when the batch's last commit just did (`commit` repacks as it grows).
         if large && self.model.records() != self.compacted_at {
             self.compact();
         }
+        self.publish_now(&changes, &attach);
     }
 
     fn compact(&mut self) {
@@ -547,7 +549,7 @@ mod tests {
     #[test]
     fn a_bulk_batch_is_compacted_along_the_way_and_changes_nothing_but_layout() {
         // 6,000 namespaces with two addresses and a socket each, in one batch: the model is
-        // repacked while it grows (records past 4,096, then by each quarter) and after the publish.
+        // repacked while it grows (records past 4,096, then by each quarter) and before the publish.
         // The model must equal one built without any compaction, keep its invariants, and
         // agree with the snapshot.
         let mut rt = Runtime::new(Model::new(), 1, vec!["eth0".into()], 64);
