@@ -5,9 +5,10 @@
 //! changes anything (a failed operation leaves the model `==` to what it was), and returns the
 //! [`Changes`] the snapshot publisher must rebuild. The ifaddrs are stored by owner (a
 //! namespace's own are one range) and indexed by local address and device, so that add,
-//! delete, push and pull cost O(log n) at 100k addresses, in 24 + 12 bytes of entries per
-//! ifaddr (issue 7's memory target: labels are numbered, the keys are not repeated). The bind and source-selection rules themselves live in
-//! `l3ns_dataplane::rules`; this module only feeds them the right ifaddrs.
+//! delete, push and pull cost O(log n) at 100k addresses, in 20 + 12 bytes of entries per
+//! ifaddr (issue 7's memory target: labels are numbered, the keys are not repeated). The
+//! bind and source-selection rules themselves live in `l3ns_dataplane::rules`; this module
+//! only feeds them the right ifaddrs.
 
 use crate::error::{ControlError, Result};
 use l3ns_dataplane::rules;
@@ -194,9 +195,9 @@ pub struct Model {
     /// (owning L2, name) → device; `lo` is `(root, "lo")` and resolves in every family.
     dev_by_name: BTreeMap<(NsId, String), DevId>,
     /// The ifaddrs by (owner, device, local): a namespace's own are one range, in the order
-    /// its view keeps them. 24 bytes an entry (an `IfAddr` and its keys took 72 in three
+    /// its view keeps them. 20 bytes an entry (an `IfAddr` and its keys took 72 in three
     /// indexes).
-    ifaddrs: BTreeMap<(NsId, DevId, Ipv4Addr), AddrRec>,
+    ifaddrs: BTreeMap<AddrKey, AddrRec>,
     /// (local, device) → owner: the ifaddrs at a local address are one range.
     by_local: BTreeMap<(Ipv4Addr, DevId), NsId>,
     /// The labels `AddrRec::label` numbers.
@@ -260,14 +261,65 @@ impl PartialEq for Model {
 
 impl Eq for Model {}
 
-/// What the model stores of an ifaddr besides its key (owner, device, local): 12 bytes.
+/// The key of an ifaddr in `Model::ifaddrs`: ordered and compared by (owner, device, local)
+/// alone. The prefix and scope, which never change while the ifaddr exists, ride along in
+/// the bytes that would be the padding of that tuple: 12 bytes, and the value is 8.
+#[derive(Clone, Copy, Debug)]
+struct AddrKey {
+    owner: NsId,
+    local: Ipv4Addr,
+    dev: DevId,
+    prefix: u8,
+    scope: Scope,
+}
+
+const _: () = assert!(std::mem::size_of::<AddrKey>() == 12);
+const _: () = assert!(std::mem::size_of::<AddrRec>() == 8);
+
+impl AddrKey {
+    /// The key that finds (compares equal to) the ifaddr `local` on `dev` owned by `owner`.
+    fn probe(owner: NsId, dev: DevId, local: Ipv4Addr) -> Self {
+        AddrKey {
+            owner,
+            local,
+            dev,
+            prefix: 0,
+            scope: Scope::default(),
+        }
+    }
+
+    /// What the key is compared by.
+    fn id(&self) -> (NsId, DevId, Ipv4Addr) {
+        (self.owner, self.dev, self.local)
+    }
+}
+
+impl PartialEq for AddrKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for AddrKey {}
+
+impl PartialOrd for AddrKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for AddrKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.id().cmp(&other.id())
+    }
+}
+
+/// What the model stores of an ifaddr besides its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct AddrRec {
     broadcast: Ipv4Addr,
     /// An index into `Model::addr_labels`.
     label: u32,
-    prefix: u8,
-    scope: Scope,
 }
 
 /// Address labels, numbered, with how many ifaddrs use each: almost every ifaddr carries its
@@ -589,7 +641,8 @@ impl Model {
 
         // Validated: from here on nothing fails.
         let mut ch = Changes::default();
-        let owned: Vec<(NsId, DevId, Ipv4Addr)> = self.owner_range(id).map(|(k, _)| *k).collect();
+        let owned: Vec<(NsId, DevId, Ipv4Addr)> =
+            self.owner_range(id).map(|(k, _)| k.id()).collect();
         // Each (device, local) is one ifaddr, so the entries are distinct without a check.
         for (_, dev, local) in owned {
             let moved = self.set_owner((dev, local), parent);
@@ -1190,7 +1243,7 @@ impl Model {
 
     /// Every ifaddr, ordered by (owner, device, local).
     pub fn ifaddrs(&self) -> impl Iterator<Item = IfAddr> + '_ {
-        self.ifaddrs.iter().map(|(k, r)| self.ifaddr_of(*k, r))
+        self.ifaddrs.iter().map(|(k, r)| self.ifaddr_of(k, r))
     }
 
     /// How many ifaddrs there are.
@@ -1201,18 +1254,14 @@ impl Model {
     /// The ifaddr `local` on `dev`, if any.
     pub fn ifaddr(&self, dev: DevId, local: Ipv4Addr) -> Option<IfAddr> {
         let owner = self.owner_at(dev, local)?;
-        let k = (owner, dev, local);
-        Some(self.ifaddr_of(k, &self.ifaddrs[&k]))
+        Some(self.stored(owner, dev, local))
     }
 
     /// Every ifaddr with local address `local`, on any device (R8 classification), by device.
     pub fn ifaddrs_at(&self, local: Ipv4Addr) -> impl Iterator<Item = IfAddr> + '_ {
         self.by_local
             .range((local, DEV_MIN)..=(local, DEV_MAX))
-            .map(move |((l, d), o)| {
-                let k = (*o, *d, *l);
-                self.ifaddr_of(k, &self.ifaddrs[&k])
-            })
+            .map(move |((l, d), o)| self.stored(*o, *d, *l))
     }
 
     /// Every ifaddr on device `dev`, by local address. A scan of every ifaddr: nothing on a
@@ -1221,26 +1270,23 @@ impl Model {
         self.by_local
             .iter()
             .filter(move |((_, d), _)| *d == dev)
-            .map(move |((l, d), o)| {
-                let k = (*o, *d, *l);
-                self.ifaddr_of(k, &self.ifaddrs[&k])
-            })
+            .map(move |((l, d), o)| self.stored(*o, *d, *l))
     }
 
     /// The ifaddrs `ns` owns (loopback not included), by (device, local).
     pub fn owned_by(&self, ns: NsId) -> impl Iterator<Item = IfAddr> + '_ {
-        self.owner_range(ns).map(|(k, r)| self.ifaddr_of(*k, r))
+        self.owner_range(ns).map(|(k, r)| self.ifaddr_of(k, r))
     }
 
     /// What a namespace view keeps of the ifaddrs `ns` owns, in `owned_by`'s order: one pass
     /// over a range, no label touched.
     pub fn owned_local_addrs(&self, ns: NsId) -> impl Iterator<Item = LocalAddr> + '_ {
-        self.owner_range(ns).map(|(&(_, dev, local), r)| LocalAddr {
-            local,
+        self.owner_range(ns).map(|(k, r)| LocalAddr {
+            local: k.local,
             broadcast: r.broadcast,
-            dev,
-            prefix: r.prefix,
-            scope: r.scope,
+            dev: k.dev,
+            prefix: k.prefix,
+            scope: k.scope,
         })
     }
 
@@ -1538,12 +1584,9 @@ impl Model {
             .map(|(_, d)| *d)
     }
 
-    fn owner_range(
-        &self,
-        ns: NsId,
-    ) -> impl Iterator<Item = (&(NsId, DevId, Ipv4Addr), &AddrRec)> + '_ {
+    fn owner_range(&self, ns: NsId) -> impl Iterator<Item = (&AddrKey, &AddrRec)> + '_ {
         self.ifaddrs
-            .range((ns, DEV_MIN, ADDR_MIN)..=(ns, DEV_MAX, ADDR_MAX))
+            .range(AddrKey::probe(ns, DEV_MIN, ADDR_MIN)..=AddrKey::probe(ns, DEV_MAX, ADDR_MAX))
     }
 
     /// The owner of the ifaddr `local` on `dev`, if there is one.
@@ -1552,16 +1595,25 @@ impl Model {
     }
 
     /// The ifaddr stored under `k` as `r`.
-    fn ifaddr_of(&self, k: (NsId, DevId, Ipv4Addr), r: &AddrRec) -> IfAddr {
+    fn ifaddr_of(&self, k: &AddrKey, r: &AddrRec) -> IfAddr {
         IfAddr {
-            dev: k.1,
+            dev: k.dev,
             label: self.addr_labels.get(r.label).clone(),
-            local: k.2,
-            prefix: r.prefix,
+            local: k.local,
+            prefix: k.prefix,
             broadcast: r.broadcast,
-            scope: r.scope,
-            owner: k.0,
+            scope: k.scope,
+            owner: k.owner,
         }
+    }
+
+    /// The stored ifaddr `local` on `dev` owned by `owner` (the indexes say there is one).
+    fn stored(&self, owner: NsId, dev: DevId, local: Ipv4Addr) -> IfAddr {
+        let (k, r) = self
+            .ifaddrs
+            .get_key_value(&AddrKey::probe(owner, dev, local))
+            .expect("indexed");
+        self.ifaddr_of(k, r)
     }
 
     fn socket_range(&self, ns: NsId) -> impl Iterator<Item = &(NsId, SocketId)> + '_ {
@@ -1578,12 +1630,16 @@ impl Model {
         let label = self.addr_labels.acquire(&ifa.label);
         self.by_local.insert((ifa.local, ifa.dev), ifa.owner);
         self.ifaddrs.insert(
-            (ifa.owner, ifa.dev, ifa.local),
+            AddrKey {
+                owner: ifa.owner,
+                local: ifa.local,
+                dev: ifa.dev,
+                prefix: ifa.prefix,
+                scope: ifa.scope,
+            },
             AddrRec {
                 broadcast: ifa.broadcast,
                 label,
-                prefix: ifa.prefix,
-                scope: ifa.scope,
             },
         );
     }
@@ -1592,9 +1648,11 @@ impl Model {
         let Some(owner) = self.by_local.remove(&(key.1, key.0)) else {
             return;
         };
-        let k = (owner, key.0, key.1);
-        let ifa = self.ifaddr_of(k, &self.ifaddrs[&k]);
-        let r = self.ifaddrs.remove(&k).expect("indexed");
+        let (k, r) = self
+            .ifaddrs
+            .remove_entry(&AddrKey::probe(owner, key.0, key.1))
+            .expect("indexed");
+        let ifa = self.ifaddr_of(&k, &r);
         self.addr_labels.release(r.label);
         let net = (key.0, rules::connected_route(&ifa).dst);
         if let Some(n) = self.connected.get_mut(&net) {
@@ -1613,8 +1671,12 @@ impl Model {
             .get_mut(&(key.1, key.0))
             .expect("caller validated the key");
         let from = std::mem::replace(owner, to);
-        let r = self.ifaddrs.remove(&(from, key.0, key.1)).expect("indexed");
-        self.ifaddrs.insert((to, key.0, key.1), r);
+        let (mut k, r) = self
+            .ifaddrs
+            .remove_entry(&AddrKey::probe(from, key.0, key.1))
+            .expect("indexed");
+        k.owner = to;
+        self.ifaddrs.insert(k, r);
         (fam, key.1)
     }
 
