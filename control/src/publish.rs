@@ -249,6 +249,19 @@ impl Publisher {
         changes: &Changes,
         attach: &[(SocketId, Arc<SocketQueue>)],
     ) -> u64 {
+        self.publish_owned(model, changes.clone(), attach)
+    }
+
+    /// `publish`, taking the changes: a bulk publish (past `ChangedAddrs::MAX` addresses)
+    /// frees its list of addresses once the address tables are updated, before it builds
+    /// the views, so that the list and the new views are never held together (the peak of
+    /// a bulk set-up).
+    pub fn publish_owned(
+        &mut self,
+        model: &Model,
+        mut changes: Changes,
+        attach: &[(SocketId, Arc<SocketQueue>)],
+    ) -> u64 {
         let start = Instant::now();
         let mut t = (*self.current).clone();
         if changes.devices {
@@ -263,7 +276,10 @@ impl Publisher {
             t.set_local(*l2, *local, &entries_at(model, *l2, *local));
         }
         t.update_namespaces(changes.removed_namespaces.iter().map(|ns| (*ns, None)));
-        let changed = ChangedAddrs::new(model, changes);
+        let changed = ChangedAddrs::new(model, &changes);
+        if changed.is_none() {
+            changes.addrs = Vec::new();
+        }
         // In slices, so that a batch that changes every namespace holds a bounded number of
         // new views at a time; each slice rebuilds a touched port's listener list once.
         for slice in changes.namespaces.chunks(1024) {

@@ -183,7 +183,7 @@ impl Runtime {
         if large && self.model.records() != self.compacted_at {
             self.compact();
         }
-        self.publish_now(&changes, &attach);
+        self.publish_now(changes, &attach);
     }
 
     fn compact(&mut self) {
@@ -225,7 +225,7 @@ impl Runtime {
     /// batch will publish.
     fn commit(&mut self, changes: Changes, attach: Vec<(SocketId, Arc<SocketQueue>)>) {
         if self.batch_depth == 0 {
-            self.publish_now(&changes, &attach);
+            self.publish_now(changes, &attach);
             return;
         }
         if !changes.closed_sockets.is_empty() {
@@ -251,14 +251,15 @@ impl Runtime {
         }
     }
 
-    fn publish_now(&mut self, changes: &Changes, attach: &[(SocketId, Arc<SocketQueue>)]) {
+    fn publish_now(&mut self, changes: Changes, attach: &[(SocketId, Arc<SocketQueue>)]) {
         if changes.is_empty() && attach.is_empty() {
             return;
         }
-        self.publisher.publish(&self.model, changes, attach);
+        let closed = changes.closed_sockets.clone();
+        self.publisher.publish_owned(&self.model, changes, attach);
         self.metrics.published(self.publisher.last_publish);
         // Closed sockets: whatever was still queued is lost with them (R5 `ns_gone`).
-        for id in &changes.closed_sockets {
+        for id in &closed {
             if let Some(q) = self.queues.remove(id) {
                 // A queue shared with sockets still open stays open.
                 if self.queues.values().any(|o| Arc::ptr_eq(o, &q)) {
