@@ -3,16 +3,18 @@
 //!
 //! Every mutating operation takes the caller's identity first, checks everything before it
 //! changes anything (a failed operation leaves the model `==` to what it was), and returns the
-//! [`Changes`] the snapshot publisher must rebuild. The address tables are indexed by device,
-//! by owner and by local address so that add, delete, push and pull cost O(log n) at 100k
-//! addresses. The bind and source-selection rules themselves live in
-//! `l3ns_dataplane::rules`; this module only feeds them the right ifaddrs.
+//! [`Changes`] the snapshot publisher must rebuild. The ifaddrs are stored by owner (a
+//! namespace's own are one range) and indexed by local address and device, so that add,
+//! delete, push and pull cost O(log n) at 100k addresses, in 20 + 12 bytes of entries per
+//! ifaddr (issue 7's memory target: labels are numbered, the keys are not repeated). The
+//! bind and source-selection rules themselves live in `l3ns_dataplane::rules`; this module
+//! only feeds them the right ifaddrs.
 
 use crate::error::{ControlError, Result};
 use l3ns_dataplane::rules;
 use l3ns_dataplane::types::{
-    loopback_ifaddr, Binding, DevId, Device, IfAddr, Ipv4Prefix, Level, LoopbackMode, NsId, Proto,
-    Route, Scope, SocketId, Subnet,
+    loopback_ifaddr, Binding, DevId, Device, IfAddr, Ipv4Prefix, Level, LocalAddr, LoopbackMode,
+    NsId, Proto, Route, Scope, SocketId, Subnet,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -115,6 +117,46 @@ impl Changes {
         keep_first(&mut self.closed_sockets);
     }
 
+    /// The same entries as [`Changes::dedup`], each list sorted instead of in first-seen
+    /// order, in place: for a publisher, to which the order does not matter. A bulk batch's
+    /// list of a million addresses then needs no hash set of them.
+    pub fn sort_dedup(&mut self) {
+        fn sort_dedup<T: Ord>(v: &mut Vec<T>) {
+            v.sort_unstable();
+            v.dedup();
+        }
+        sort_dedup(&mut self.addrs);
+        sort_dedup(&mut self.namespaces);
+        sort_dedup(&mut self.routes);
+        sort_dedup(&mut self.removed_namespaces);
+        sort_dedup(&mut self.closed_sockets);
+    }
+
+    /// `dedup` of the namespace, route, removed-namespace and closed-socket lists only:
+    /// few distinct entries named again and again (every `addr add` names its caller and
+    /// family), which a long batch can shrink along the way. Keeps first occurrences in
+    /// order, so a later `dedup` gives what it would have given without this.
+    pub fn dedup_repeated(&mut self) {
+        fn keep_first<T: Copy + Eq + std::hash::Hash>(v: &mut Vec<T>) {
+            if v.len() > 1 {
+                let mut seen = std::collections::HashSet::new();
+                v.retain(|x| seen.insert(*x));
+            }
+        }
+        keep_first(&mut self.namespaces);
+        keep_first(&mut self.routes);
+        keep_first(&mut self.removed_namespaces);
+        keep_first(&mut self.closed_sockets);
+    }
+
+    /// Entries in the lists that `dedup_repeated` shrinks.
+    pub fn repeated_len(&self) -> usize {
+        self.namespaces.len()
+            + self.routes.len()
+            + self.removed_namespaces.len()
+            + self.closed_sockets.len()
+    }
+
     fn touch_ns(&mut self, ns: NsId) {
         if !self.namespaces.contains(&ns) {
             self.namespaces.push(ns);
@@ -141,7 +183,7 @@ pub struct NsInfo {
 ///
 /// Serialized as plain lists of records (see `ModelState`); the indexes are rebuilt and the
 /// invariants checked on load.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(into = "ModelState", try_from = "ModelState")]
 pub struct Model {
     namespaces: BTreeMap<NsId, Namespace>,
@@ -152,9 +194,14 @@ pub struct Model {
     devices: BTreeMap<DevId, Device>,
     /// (owning L2, name) → device; `lo` is `(root, "lo")` and resolves in every family.
     dev_by_name: BTreeMap<(NsId, String), DevId>,
-    ifaddrs: BTreeMap<(DevId, Ipv4Addr), IfAddr>,
-    by_owner: BTreeSet<(NsId, DevId, Ipv4Addr)>,
-    by_local: BTreeSet<(Ipv4Addr, DevId)>,
+    /// The ifaddrs by (owner, device, local): a namespace's own are one range, in the order
+    /// its view keeps them. 20 bytes an entry (an `IfAddr` and its keys took 72 in three
+    /// indexes).
+    ifaddrs: BTreeMap<AddrKey, AddrRec>,
+    /// (local, device) → owner: the ifaddrs at a local address are one range.
+    by_local: BTreeMap<(Ipv4Addr, DevId), NsId>,
+    /// The labels `AddrRec::label` numbers.
+    addr_labels: LabelTable,
     /// Connected routes: (device, subnet) → how many ifaddrs imply it, so routes are read
     /// without scanning every ifaddr.
     connected: BTreeMap<(DevId, Ipv4Prefix), u32>,
@@ -165,14 +212,167 @@ pub struct Model {
     /// (namespace, proto, port, address) → socket: the R7 port-conflict index.
     ports: BTreeMap<(NsId, Proto, u16, Ipv4Addr), SocketId>,
     next_socket: u32,
-    /// One shared `Arc` per distinct label, so that the ifaddrs of a device share their
-    /// label's reference count: cloning and dropping a namespace view then touches one hot
-    /// cache line instead of one cold allocation per ifaddr. A cache only: not compared,
-    /// not saved.
+    /// One shared `Arc` per distinct socket service, so that the sockets of one service
+    /// share one allocation. A cache only: not compared, not saved.
     labels: LabelCache,
 }
 
-/// Interned address labels and socket services (see `Model::labels`). Always equal to another
+/// Field by field, except that ifaddrs compare as what they are, labels by name (which
+/// number a label has depends on the order of operations).
+impl PartialEq for Model {
+    fn eq(&self, other: &Self) -> bool {
+        // Destructured so that a new field cannot be forgotten here.
+        let Model {
+            namespaces,
+            ns_by_name,
+            children,
+            next_ns,
+            devices,
+            dev_by_name,
+            ifaddrs,
+            by_local,
+            addr_labels: _,
+            connected,
+            routes,
+            sockets,
+            sockets_by_ns,
+            ports,
+            next_socket,
+            labels,
+        } = self;
+        *namespaces == other.namespaces
+            && *ns_by_name == other.ns_by_name
+            && *children == other.children
+            && *next_ns == other.next_ns
+            && *devices == other.devices
+            && *dev_by_name == other.dev_by_name
+            && ifaddrs.len() == other.ifaddrs.len()
+            && *by_local == other.by_local
+            && self.ifaddrs().eq(other.ifaddrs())
+            && *connected == other.connected
+            && *routes == other.routes
+            && *sockets == other.sockets
+            && *sockets_by_ns == other.sockets_by_ns
+            && *ports == other.ports
+            && *next_socket == other.next_socket
+            && *labels == other.labels
+    }
+}
+
+impl Eq for Model {}
+
+/// The key of an ifaddr in `Model::ifaddrs`: ordered and compared by (owner, device, local)
+/// alone. The prefix and scope, which never change while the ifaddr exists, ride along in
+/// the bytes that would be the padding of that tuple: 12 bytes, and the value is 8.
+#[derive(Clone, Copy, Debug)]
+struct AddrKey {
+    owner: NsId,
+    local: Ipv4Addr,
+    dev: DevId,
+    prefix: u8,
+    scope: Scope,
+}
+
+const _: () = assert!(std::mem::size_of::<AddrKey>() == 12);
+const _: () = assert!(std::mem::size_of::<AddrRec>() == 8);
+
+impl AddrKey {
+    /// The key that finds (compares equal to) the ifaddr `local` on `dev` owned by `owner`.
+    fn probe(owner: NsId, dev: DevId, local: Ipv4Addr) -> Self {
+        AddrKey {
+            owner,
+            local,
+            dev,
+            prefix: 0,
+            scope: Scope::default(),
+        }
+    }
+
+    /// What the key is compared by.
+    fn id(&self) -> (NsId, DevId, Ipv4Addr) {
+        (self.owner, self.dev, self.local)
+    }
+}
+
+impl PartialEq for AddrKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for AddrKey {}
+
+impl PartialOrd for AddrKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for AddrKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.id().cmp(&other.id())
+    }
+}
+
+/// What the model stores of an ifaddr besides its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AddrRec {
+    broadcast: Ipv4Addr,
+    /// An index into `Model::addr_labels`.
+    label: u32,
+}
+
+/// Address labels, numbered, with how many ifaddrs use each: almost every ifaddr carries its
+/// device's name, so 4 bytes of number per ifaddr replace a 16-byte `Arc<str>`. Which label
+/// gets which number depends on the order of operations, so it is never compared: the
+/// model's `==` compares the labels themselves.
+#[derive(Clone, Debug, Default)]
+struct LabelTable {
+    ids: BTreeMap<std::sync::Arc<str>, u32>,
+    /// By number: the label and its number of users (0: a free number, in `free`).
+    names: Vec<(std::sync::Arc<str>, u32)>,
+    free: Vec<u32>,
+}
+
+impl LabelTable {
+    /// The number of `label`, counting one more user.
+    fn acquire(&mut self, label: &str) -> u32 {
+        if let Some(&id) = self.ids.get(label) {
+            self.names[id as usize].1 += 1;
+            return id;
+        }
+        let name: std::sync::Arc<str> = label.into();
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.names[id as usize] = (name.clone(), 1);
+                id
+            }
+            None => {
+                self.names.push((name.clone(), 1));
+                u32::try_from(self.names.len() - 1).expect("fewer than 2^32 labels")
+            }
+        };
+        self.ids.insert(name, id);
+        id
+    }
+
+    /// One user fewer for `id`; the number is freed with its last user.
+    fn release(&mut self, id: u32) {
+        let (name, users) = &mut self.names[id as usize];
+        *users -= 1;
+        if *users == 0 {
+            self.ids.remove(&**name);
+            *name = "".into();
+            self.free.push(id);
+        }
+    }
+
+    fn get(&self, id: u32) -> &std::sync::Arc<str> {
+        &self.names[id as usize].0
+    }
+}
+
+/// Interned socket services (see `Model::labels`). Always equal to another
 /// cache: it holds no state of the model.
 #[derive(Clone, Debug, Default)]
 struct LabelCache(BTreeSet<std::sync::Arc<str>>);
@@ -199,6 +399,34 @@ impl LabelCache {
         }
         self.0.insert(label.clone());
         label.clone()
+    }
+}
+
+/// Rebuilding an ordered map or set with its nodes full, without a second copy of it (see
+/// [`Model::compact`]).
+trait Repack {
+    fn repack(&mut self);
+}
+
+impl<K: Ord, V> Repack for BTreeMap<K, V> {
+    fn repack(&mut self) {
+        // `append` of a non-empty map to a non-empty one merges both into a new tree by bulk
+        // load, consuming (and freeing) the old nodes as it goes.
+        if let Some((k, v)) = self.pop_last() {
+            let mut last = BTreeMap::new();
+            last.insert(k, v);
+            self.append(&mut last);
+        }
+    }
+}
+
+impl<T: Ord> Repack for BTreeSet<T> {
+    fn repack(&mut self) {
+        if let Some(x) = self.pop_last() {
+            let mut last = BTreeSet::new();
+            last.insert(x);
+            self.append(&mut last);
+        }
     }
 }
 
@@ -236,8 +464,8 @@ impl Model {
             devices: BTreeMap::new(),
             dev_by_name: BTreeMap::new(),
             ifaddrs: BTreeMap::new(),
-            by_owner: BTreeSet::new(),
-            by_local: BTreeSet::new(),
+            by_local: BTreeMap::new(),
+            addr_labels: LabelTable::default(),
             connected: BTreeMap::new(),
             routes: BTreeMap::new(),
             sockets: BTreeMap::new(),
@@ -274,12 +502,14 @@ impl Model {
     /// times the bytes of its entries; rebuilt, ~1.05 times. Linear in the model's size: the
     /// runtime calls it after a batch that changed many records (a configuration or a saved
     /// state loading, a bulk set-up), and loading a saved state does. Changes nothing else.
+    ///
+    /// The rebuild streams: each map is merged back into a fresh one (`append`, whose bulk
+    /// load fills nodes to capacity) while its old nodes are freed as they are read, so it
+    /// holds no copy of the entries meanwhile (`collect` would first gather them all in a
+    /// vector of up to twice their size).
     pub fn compact(&mut self) {
-        fn rebuild<T>(m: &mut T)
-        where
-            T: Default + IntoIterator + FromIterator<<T as IntoIterator>::Item>,
-        {
-            *m = std::mem::take(m).into_iter().collect();
+        fn rebuild<T: Repack>(m: &mut T) {
+            m.repack();
         }
         rebuild(&mut self.namespaces);
         rebuild(&mut self.ns_by_name);
@@ -287,8 +517,8 @@ impl Model {
         rebuild(&mut self.devices);
         rebuild(&mut self.dev_by_name);
         rebuild(&mut self.ifaddrs);
-        rebuild(&mut self.by_owner);
         rebuild(&mut self.by_local);
+        rebuild(&mut self.addr_labels.ids);
         rebuild(&mut self.connected);
         rebuild(&mut self.routes);
         rebuild(&mut self.sockets);
@@ -411,7 +641,8 @@ impl Model {
 
         // Validated: from here on nothing fails.
         let mut ch = Changes::default();
-        let owned: Vec<(NsId, DevId, Ipv4Addr)> = self.owner_range(id).copied().collect();
+        let owned: Vec<(NsId, DevId, Ipv4Addr)> =
+            self.owner_range(id).map(|(k, _)| k.id()).collect();
         // Each (device, local) is one ifaddr, so the entries are distinct without a check.
         for (_, dev, local) in owned {
             let moved = self.set_owner((dev, local), parent);
@@ -604,10 +835,10 @@ impl Model {
         }
         let label = label.unwrap_or(dev);
         check_label(dev, label)?;
-        if let Some(old) = self.ifaddrs.get(&(dev_id, local)) {
+        if let Some(owner) = self.owner_at(dev_id, local) {
             return Err(ControlError::eexist(format!(
                 "address {local} is already on device {dev}, owned by namespace {} (R3); delete it first or choose another address",
-                self.name_of(old.owner)
+                self.name_of(owner)
             )));
         }
         let mut ifa = IfAddr {
@@ -633,14 +864,14 @@ impl Model {
     pub fn addr_del(&mut self, caller: NsId, dev: &str, local: Ipv4Addr) -> Result<Changes> {
         let c = self.require_admin(caller, "delete addresses", "R3")?;
         let dev_id = self.resolve_dev(caller, dev)?;
-        match self.ifaddrs.get(&(dev_id, local)) {
+        match self.owner_at(dev_id, local) {
             None => {
                 return Err(ControlError::eaddrnotavail(format!(
                     "there is no address {local} on device {dev} (R3); see `l3nsctl addr show`"
                 )))
             }
-            Some(ifa) if ifa.owner != caller => {
-                let owner = self.name_of(ifa.owner);
+            Some(o) if o != caller => {
+                let owner = self.name_of(o);
                 return Err(ControlError::eaddrnotavail(format!(
                     "address {local} on {dev} is owned by namespace {owner}, not by {} (R4); pull it back first with `addr pull {local} dev {dev} --from {owner}`",
                     c.name
@@ -710,10 +941,10 @@ impl Model {
             )));
         }
         let mut v = vec![loopback_ifaddr(caller)];
-        v.extend(self.owned_by(caller).cloned());
+        v.extend(self.owned_by(caller));
         if all {
             for d in self.descendants(caller) {
-                v.extend(self.owned_by(d).cloned());
+                v.extend(self.owned_by(d));
             }
         }
         Ok(v)
@@ -729,7 +960,6 @@ impl Model {
         let dev_id = self.resolve_dev(caller, dev)?;
         self.owned_by(caller)
             .find(|i| i.dev == dev_id && &*i.label == label)
-            .cloned()
             .ok_or_else(|| {
                 ControlError::eaddrnotavail(format!(
                     "namespace {} owns no address labelled {label} (R6); see `l3nsctl addr show`",
@@ -746,7 +976,6 @@ impl Model {
         }
         self.ifaddrs_at(local)
             .find(|i| i.owner == caller)
-            .cloned()
             .ok_or_else(|| {
                 ControlError::eaddrnotavail(format!(
                     "namespace {} owns no address {local} (R6); see `l3nsctl addr show`",
@@ -876,9 +1105,13 @@ impl Model {
         }
         validate_service(service)?;
         // The exact local address is the common case: try it through the index first.
-        let owned_here = self.ifaddrs_at(addr).filter(|i| i.owner == caller);
-        if rules::bind_allowed(addr, owned_here).is_err()
-            && rules::bind_allowed(addr, self.owned_by(caller)).is_err()
+        let owned_here: Vec<IfAddr> = self
+            .ifaddrs_at(addr)
+            .filter(|i| i.owner == caller)
+            .collect();
+        if rules::bind_allowed(addr, &owned_here).is_err()
+            && rules::bind_allowed(addr, &self.owned_local_addrs(caller).collect::<Vec<_>>())
+                .is_err()
         {
             return Err(ControlError::eaddrnotavail(format!(
                 "namespace {} owns no address that allows binding {addr} (R7); bind 0.0.0.0 or an address `l3nsctl addr show` lists",
@@ -1008,34 +1241,53 @@ impl Model {
         self.devices.get(&id)
     }
 
-    /// Every ifaddr, ordered by (device, local).
-    pub fn ifaddrs(&self) -> impl Iterator<Item = &IfAddr> + '_ {
-        self.ifaddrs.values()
+    /// Every ifaddr, ordered by (owner, device, local).
+    pub fn ifaddrs(&self) -> impl Iterator<Item = IfAddr> + '_ {
+        self.ifaddrs.iter().map(|(k, r)| self.ifaddr_of(k, r))
+    }
+
+    /// How many ifaddrs there are.
+    pub fn ifaddr_count(&self) -> usize {
+        self.ifaddrs.len()
     }
 
     /// The ifaddr `local` on `dev`, if any.
-    pub fn ifaddr(&self, dev: DevId, local: Ipv4Addr) -> Option<&IfAddr> {
-        self.ifaddrs.get(&(dev, local))
+    pub fn ifaddr(&self, dev: DevId, local: Ipv4Addr) -> Option<IfAddr> {
+        let owner = self.owner_at(dev, local)?;
+        Some(self.stored(owner, dev, local))
     }
 
-    /// Every ifaddr with local address `local`, on any device (R8 classification).
-    pub fn ifaddrs_at(&self, local: Ipv4Addr) -> impl Iterator<Item = &IfAddr> + '_ {
+    /// Every ifaddr with local address `local`, on any device (R8 classification), by device.
+    pub fn ifaddrs_at(&self, local: Ipv4Addr) -> impl Iterator<Item = IfAddr> + '_ {
         self.by_local
             .range((local, DEV_MIN)..=(local, DEV_MAX))
-            .map(move |(l, d)| &self.ifaddrs[&(*d, *l)])
+            .map(move |((l, d), o)| self.stored(*o, *d, *l))
     }
 
-    /// Every ifaddr on device `dev`.
-    pub fn ifaddrs_on(&self, dev: DevId) -> impl Iterator<Item = &IfAddr> + '_ {
-        self.ifaddrs
-            .range((dev, ADDR_MIN)..=(dev, ADDR_MAX))
-            .map(|(_, i)| i)
+    /// Every ifaddr on device `dev`, by local address. A scan of every ifaddr: nothing on a
+    /// packet or publishing path asks for it.
+    pub fn ifaddrs_on(&self, dev: DevId) -> impl Iterator<Item = IfAddr> + '_ {
+        self.by_local
+            .iter()
+            .filter(move |((_, d), _)| *d == dev)
+            .map(move |((l, d), o)| self.stored(*o, *d, *l))
     }
 
-    /// The ifaddrs `ns` owns (loopback not included).
-    pub fn owned_by(&self, ns: NsId) -> impl Iterator<Item = &IfAddr> + '_ {
-        self.owner_range(ns)
-            .map(move |(_, d, l)| &self.ifaddrs[&(*d, *l)])
+    /// The ifaddrs `ns` owns (loopback not included), by (device, local).
+    pub fn owned_by(&self, ns: NsId) -> impl Iterator<Item = IfAddr> + '_ {
+        self.owner_range(ns).map(|(k, r)| self.ifaddr_of(k, r))
+    }
+
+    /// What a namespace view keeps of the ifaddrs `ns` owns, in `owned_by`'s order: one pass
+    /// over a range, no label touched.
+    pub fn owned_local_addrs(&self, ns: NsId) -> impl Iterator<Item = LocalAddr> + '_ {
+        self.owner_range(ns).map(|(k, r)| LocalAddr {
+            local: k.local,
+            broadcast: r.broadcast,
+            dev: k.dev,
+            prefix: k.prefix,
+            scope: k.scope,
+        })
     }
 
     /// How many ifaddrs `ns` owns (loopback not included), without reading them.
@@ -1122,14 +1374,10 @@ impl Model {
                 _ => return Err(format!("device {} is not owned by an L2 namespace", d.name)),
             }
         }
-        let mut by_owner = BTreeSet::new();
-        let mut by_local = BTreeSet::new();
-        for ((dev, local), ifa) in &self.ifaddrs {
-            if ifa.dev != *dev || ifa.local != *local {
-                return Err(format!(
-                    "ifaddr {local} on {dev:?} is stored under the wrong key"
-                ));
-            }
+        let mut by_local = BTreeMap::new();
+        let mut label_users = vec![0u32; self.addr_labels.names.len()];
+        for ifa in self.ifaddrs() {
+            let (dev, local) = (&ifa.dev, &ifa.local);
             let d = self
                 .devices
                 .get(dev)
@@ -1145,11 +1393,32 @@ impl Model {
                     "ifaddr {local} is owned outside its device's family"
                 ));
             }
-            by_owner.insert((ifa.owner, *dev, *local));
-            by_local.insert((*local, *dev));
+            if by_local.insert((*local, *dev), ifa.owner).is_some() {
+                return Err(format!("ifaddr {local} on {dev:?} is stored twice"));
+            }
         }
-        if by_owner != self.by_owner || by_local != self.by_local {
-            return Err("the ifaddr owner or local-address index is stale".into());
+        if by_local != self.by_local {
+            return Err("the ifaddr local-address index is stale".into());
+        }
+        for r in self.ifaddrs.values() {
+            let users = label_users
+                .get_mut(r.label as usize)
+                .ok_or("an ifaddr's label number is unknown")?;
+            *users += 1;
+        }
+        let t = &self.addr_labels;
+        for (id, (name, users)) in t.names.iter().enumerate() {
+            let listed = if *users == 0 {
+                t.free.contains(&(id as u32))
+            } else {
+                t.ids.get(name) == Some(&(id as u32))
+            };
+            if *users != label_users[id] || !listed {
+                return Err(format!("label number {id} ({name}) is miscounted"));
+            }
+        }
+        if t.ids.len() + t.free.len() != t.names.len() {
+            return Err("the label table's indexes are stale".into());
         }
         for (l2, table) in &self.routes {
             for (dst, r) in table {
@@ -1236,7 +1505,8 @@ impl Model {
         if let Some(l) = label {
             check_label(dev, l)?;
         }
-        match self.ifaddrs.get(&(dev_id, local)) {
+        let found = self.ifaddr(dev_id, local);
+        match found {
             Some(ifa) if ifa.owner == owner && label.is_none_or(|l| l == &*ifa.label) => {
                 Ok((dev_id, local))
             }
@@ -1314,9 +1584,36 @@ impl Model {
             .map(|(_, d)| *d)
     }
 
-    fn owner_range(&self, ns: NsId) -> impl Iterator<Item = &(NsId, DevId, Ipv4Addr)> + '_ {
-        self.by_owner
-            .range((ns, DEV_MIN, ADDR_MIN)..=(ns, DEV_MAX, ADDR_MAX))
+    fn owner_range(&self, ns: NsId) -> impl Iterator<Item = (&AddrKey, &AddrRec)> + '_ {
+        self.ifaddrs
+            .range(AddrKey::probe(ns, DEV_MIN, ADDR_MIN)..=AddrKey::probe(ns, DEV_MAX, ADDR_MAX))
+    }
+
+    /// The owner of the ifaddr `local` on `dev`, if there is one.
+    fn owner_at(&self, dev: DevId, local: Ipv4Addr) -> Option<NsId> {
+        self.by_local.get(&(local, dev)).copied()
+    }
+
+    /// The ifaddr stored under `k` as `r`.
+    fn ifaddr_of(&self, k: &AddrKey, r: &AddrRec) -> IfAddr {
+        IfAddr {
+            dev: k.dev,
+            label: self.addr_labels.get(r.label).clone(),
+            local: k.local,
+            prefix: k.prefix,
+            broadcast: r.broadcast,
+            scope: k.scope,
+            owner: k.owner,
+        }
+    }
+
+    /// The stored ifaddr `local` on `dev` owned by `owner` (the indexes say there is one).
+    fn stored(&self, owner: NsId, dev: DevId, local: Ipv4Addr) -> IfAddr {
+        let (k, r) = self
+            .ifaddrs
+            .get_key_value(&AddrKey::probe(owner, dev, local))
+            .expect("indexed");
+        self.ifaddr_of(k, r)
     }
 
     fn socket_range(&self, ns: NsId) -> impl Iterator<Item = &(NsId, SocketId)> + '_ {
@@ -1324,42 +1621,62 @@ impl Model {
             .range((ns, SocketId(0))..=(ns, SocketId(u32::MAX)))
     }
 
-    fn insert_ifaddr(&mut self, mut ifa: IfAddr) {
-        ifa.label = self.labels.intern(&ifa.label);
+    /// Adds an ifaddr (none may be at its device and local address yet).
+    fn insert_ifaddr(&mut self, ifa: IfAddr) {
         *self
             .connected
             .entry((ifa.dev, rules::connected_route(&ifa).dst))
             .or_default() += 1;
-        self.by_owner.insert((ifa.owner, ifa.dev, ifa.local));
-        self.by_local.insert((ifa.local, ifa.dev));
-        self.ifaddrs.insert((ifa.dev, ifa.local), ifa);
+        let label = self.addr_labels.acquire(&ifa.label);
+        self.by_local.insert((ifa.local, ifa.dev), ifa.owner);
+        self.ifaddrs.insert(
+            AddrKey {
+                owner: ifa.owner,
+                local: ifa.local,
+                dev: ifa.dev,
+                prefix: ifa.prefix,
+                scope: ifa.scope,
+            },
+            AddrRec {
+                broadcast: ifa.broadcast,
+                label,
+            },
+        );
     }
 
     fn remove_ifaddr(&mut self, key: (DevId, Ipv4Addr)) {
-        if let Some(ifa) = self.ifaddrs.remove(&key) {
-            let net = (key.0, rules::connected_route(&ifa).dst);
-            if let Some(n) = self.connected.get_mut(&net) {
-                *n -= 1;
-                if *n == 0 {
-                    self.connected.remove(&net);
-                }
+        let Some(owner) = self.by_local.remove(&(key.1, key.0)) else {
+            return;
+        };
+        let (k, r) = self
+            .ifaddrs
+            .remove_entry(&AddrKey::probe(owner, key.0, key.1))
+            .expect("indexed");
+        let ifa = self.ifaddr_of(&k, &r);
+        self.addr_labels.release(r.label);
+        let net = (key.0, rules::connected_route(&ifa).dst);
+        if let Some(n) = self.connected.get_mut(&net) {
+            *n -= 1;
+            if *n == 0 {
+                self.connected.remove(&net);
             }
-            self.by_owner.remove(&(ifa.owner, key.0, key.1));
-            self.by_local.remove(&(key.1, key.0));
         }
     }
 
     /// Moves an existing ifaddr to `to`; returns `(family, local)` for `Changes::addrs`.
     fn set_owner(&mut self, key: (DevId, Ipv4Addr), to: NsId) -> (NsId, Ipv4Addr) {
         let fam = self.devices[&key.0].owner;
-        let ifa = self
-            .ifaddrs
-            .get_mut(&key)
+        let owner = self
+            .by_local
+            .get_mut(&(key.1, key.0))
             .expect("caller validated the key");
-        let from = ifa.owner;
-        ifa.owner = to;
-        self.by_owner.remove(&(from, key.0, key.1));
-        self.by_owner.insert((to, key.0, key.1));
+        let from = std::mem::replace(owner, to);
+        let (mut k, r) = self
+            .ifaddrs
+            .remove_entry(&AddrKey::probe(from, key.0, key.1))
+            .expect("indexed");
+        k.owner = to;
+        self.ifaddrs.insert(k, r);
         (fam, key.1)
     }
 
@@ -1374,10 +1691,11 @@ impl Model {
 
 impl From<Model> for ModelState {
     fn from(m: Model) -> Self {
+        let ifaddrs = m.ifaddrs().collect();
         ModelState {
             namespaces: m.namespaces.into_values().collect(),
             devices: m.devices.into_values().collect(),
-            ifaddrs: m.ifaddrs.into_values().collect(),
+            ifaddrs,
             routes: m
                 .routes
                 .into_iter()

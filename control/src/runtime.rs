@@ -52,6 +52,8 @@ pub struct Runtime {
     /// What the batch changed so far, and the queues its binds attach.
     pending: Changes,
     pending_attach: Vec<(SocketId, Arc<SocketQueue>)>,
+    /// `pending.repeated_len()` after its last `dedup_repeated`.
+    pending_repeated: usize,
     /// `model.records()` when the model was last compacted.
     compacted_at: usize,
 }
@@ -87,6 +89,7 @@ impl Runtime {
             batch_depth: 0,
             pending: Changes::default(),
             pending_attach: Vec::new(),
+            pending_repeated: 0,
             compacted_at,
         };
         rt.metrics.published(first_publish);
@@ -167,12 +170,18 @@ impl Runtime {
     /// the batch stays open.
     pub fn flush(&mut self) {
         let mut changes = std::mem::take(&mut self.pending);
-        changes.dedup();
+        self.pending_repeated = 0;
+        // Sorted rather than in first-seen order: the publisher's result does not depend on
+        // the order, and sorting in place needs no hash set of a bulk batch's addresses.
+        changes.sort_dedup();
         let attach = std::mem::take(&mut self.pending_attach);
-        self.publish_now(&changes, &attach);
         let large = changes.addrs.len() + changes.namespaces.len() >= Self::COMPACT_AFTER;
-        drop(changes);
-        // Not again when the batch's last commit just did (`commit` repacks as it doubles).
+        self.publish_now(changes, &attach);
+        // Repacked after the publish, not before: before saves ~4 B per address of set-up
+        // peak, but the snapshot then lands in the heap differently and the worker ran ~10%
+        // slower at a million addresses (l3ns-throughput unicast, alternating runs; the
+        // snapshot's contents are the same either way). Not again when the batch's last
+        // commit just did (`commit` repacks as it grows).
         if large && self.model.records() != self.compacted_at {
             self.compact();
         }
@@ -217,7 +226,7 @@ impl Runtime {
     /// batch will publish.
     fn commit(&mut self, changes: Changes, attach: Vec<(SocketId, Arc<SocketQueue>)>) {
         if self.batch_depth == 0 {
-            self.publish_now(&changes, &attach);
+            self.publish_now(changes, &attach);
             return;
         }
         if !changes.closed_sockets.is_empty() {
@@ -227,22 +236,31 @@ impl Runtime {
         }
         self.pending.append(changes);
         self.pending_attach.extend(attach);
-        // A bulk set-up in one batch: repack the model each time it has doubled since it was
-        // last packed (linear overall), so that it never holds ~1.9x its records meanwhile.
+        // The namespace and route lists repeat a few entries (every `addr add` names root
+        // twice): shrink them each time they have doubled (linear overall).
+        if self.pending.repeated_len() > 2 * self.pending_repeated + 1024 {
+            self.pending.dedup_repeated();
+            self.pending_repeated = self.pending.repeated_len();
+        }
+        // A bulk set-up in one batch: repack the model each time it has grown by a quarter
+        // since it was last packed (linear overall: about five repacks' worth of records),
+        // so that it never holds much more than its records meanwhile (inserted in order,
+        // B-tree nodes stay just over half full until repacked).
         let n = self.model.records();
-        if n >= Self::COMPACT_AFTER && n >= 2 * self.compacted_at {
+        if n >= Self::COMPACT_AFTER && n >= self.compacted_at + self.compacted_at / 4 {
             self.compact();
         }
     }
 
-    fn publish_now(&mut self, changes: &Changes, attach: &[(SocketId, Arc<SocketQueue>)]) {
+    fn publish_now(&mut self, changes: Changes, attach: &[(SocketId, Arc<SocketQueue>)]) {
         if changes.is_empty() && attach.is_empty() {
             return;
         }
-        self.publisher.publish(&self.model, changes, attach);
+        let closed = changes.closed_sockets.clone();
+        self.publisher.publish_owned(&self.model, changes, attach);
         self.metrics.published(self.publisher.last_publish);
         // Closed sockets: whatever was still queued is lost with them (R5 `ns_gone`).
-        for id in &changes.closed_sockets {
+        for id in &closed {
             if let Some(q) = self.queues.remove(id) {
                 // A queue shared with sockets still open stays open.
                 if self.queues.values().any(|o| Arc::ptr_eq(o, &q)) {
@@ -533,7 +551,7 @@ mod tests {
     #[test]
     fn a_bulk_batch_is_compacted_along_the_way_and_changes_nothing_but_layout() {
         // 6,000 namespaces with two addresses and a socket each, in one batch: the model is
-        // repacked while it grows (records past 4,096, then doubled) and after the publish.
+        // repacked while it grows (records past 4,096, then by each quarter) and after the publish.
         // The model must equal one built without any compaction, keep its invariants, and
         // agree with the snapshot.
         let mut rt = Runtime::new(Model::new(), 1, vec!["eth0".into()], 64);

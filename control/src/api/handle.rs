@@ -335,7 +335,7 @@ fn addr_view(m: &Model, i: &IfAddr) -> AddrView {
 fn addr_view_at(m: &Model, caller: NsId, dev: &str, local: std::net::Ipv4Addr) -> Result<AddrView> {
     let d = m.resolve_dev(caller, dev)?;
     m.ifaddr(d, local)
-        .map(|i| addr_view(m, i))
+        .map(|i| addr_view(m, &i))
         .ok_or_else(|| ControlError::eio("the address vanished after the operation"))
 }
 

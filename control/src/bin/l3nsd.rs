@@ -105,7 +105,7 @@ fn main() {
                     r.config.source.file,
                     r.config.ports.len(),
                     m.namespaces().count(),
-                    m.ifaddrs().count(),
+                    m.ifaddr_count(),
                     m.sockets().count(),
                     if r.from_state { " (from the state file)" } else { "" }
                 );

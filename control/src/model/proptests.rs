@@ -221,7 +221,7 @@ fn bind_addr(i: usize) -> Ipv4Addr {
 fn check_views(m: &Model) -> std::result::Result<(), TestCaseError> {
     let mut counted = 0;
     for ns in m.namespaces() {
-        let owned: Vec<IfAddr> = m.ifaddrs().filter(|i| i.owner == ns.id).cloned().collect();
+        let owned: Vec<IfAddr> = m.ifaddrs().filter(|i| i.owner == ns.id).collect();
         counted += owned.len();
         let mut expect = vec![loopback_ifaddr(ns.id)];
         expect.extend(owned);
@@ -346,6 +346,75 @@ proptest! {
         let json = serde_json::to_string(&m).unwrap();
         let back: Model = serde_json::from_str(&json).unwrap();
         prop_assert!(back == m, "serde round trip changed the model");
+    }
+}
+
+/// Every query of the ifaddr indexes (by device and local, at a local address, on a device,
+/// by owner) answers what a filter over the plain list of ifaddrs answers, in the documented
+/// order; and compaction changes nothing.
+fn check_queries(m: &Model) -> std::result::Result<(), TestCaseError> {
+    let all: Vec<IfAddr> = m.ifaddrs().collect();
+    prop_assert_eq!(all.len(), m.ifaddr_count());
+    let mut keys: Vec<_> = all.iter().map(|i| (i.owner, i.dev, i.local)).collect();
+    keys.dedup();
+    prop_assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "ifaddrs() by (owner, dev, local)"
+    );
+    let sorted = |mut v: Vec<IfAddr>, key: fn(&IfAddr) -> (u32, u32)| {
+        v.sort_by_key(key);
+        v
+    };
+    for d in 0..3u16 {
+        let dev = DevId(d);
+        for l in 0..10u8 {
+            let a = local(l);
+            prop_assert_eq!(
+                m.ifaddr(dev, a),
+                all.iter().find(|i| i.dev == dev && i.local == a).cloned()
+            );
+        }
+        let on: Vec<IfAddr> = all.iter().filter(|i| i.dev == dev).cloned().collect();
+        prop_assert_eq!(
+            m.ifaddrs_on(dev).collect::<Vec<_>>(),
+            sorted(on, |i| (u32::from(i.local), 0))
+        );
+    }
+    for l in 0..10u8 {
+        let a = local(l);
+        let at: Vec<IfAddr> = all.iter().filter(|i| i.local == a).cloned().collect();
+        prop_assert_eq!(
+            m.ifaddrs_at(a).collect::<Vec<_>>(),
+            sorted(at, |i| (u32::from(i.dev.0), 0))
+        );
+    }
+    for ns in m.namespaces() {
+        let own: Vec<IfAddr> = all.iter().filter(|i| i.owner == ns.id).cloned().collect();
+        let own = sorted(own, |i| (u32::from(i.dev.0), u32::from(i.local)));
+        prop_assert_eq!(m.owned_count(ns.id), own.len());
+        prop_assert_eq!(
+            m.owned_local_addrs(ns.id).collect::<Vec<_>>(),
+            own.iter().map(LocalAddr::of).collect::<Vec<_>>()
+        );
+        prop_assert_eq!(m.owned_by(ns.id).collect::<Vec<_>>(), own);
+    }
+    let mut c = m.clone();
+    c.compact();
+    prop_assert!(c == *m, "compaction changed the model");
+    prop_assert!(c.check_invariants().is_ok());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn index_queries_agree_with_a_plain_list(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut m = start();
+        for op in &ops {
+            let _ = apply(&mut m, op);
+            check_queries(&m)?;
+        }
     }
 }
 

@@ -264,7 +264,7 @@ fn r02_shared_devices_and_routes() {
             scope: Scope::Link
         }
     );
-    let owned: Vec<IfAddr> = m.owned_by(web1).cloned().collect();
+    let owned: Vec<IfAddr> = m.owned_by(web1).collect();
     let choice = rules::select_source(&owned, &fam, ip(8, 8, 8, 8)).unwrap();
     assert_eq!(choice.src, ip(10, 0, 0, 2));
     let ch = m.route_del(ROOT, default).unwrap();
@@ -389,10 +389,7 @@ fn r04_push_pull_errors() {
     assert_eq!(ch.addrs, vec![(ROOT, a)]);
     assert_eq!(ch.namespaces, vec![ROOT, web1]);
     assert!(ch.routes.is_empty());
-    assert_eq!(
-        locals(&m.owned_by(web1).cloned().collect::<Vec<_>>()),
-        vec![a]
-    );
+    assert_eq!(locals(&m.owned_by(web1).collect::<Vec<_>>()), vec![a]);
     assert!(m.owned_by(ROOT).all(|i| i.local != a));
     // An L3 namespace may own several addresses.
     m.addr_push(ROOT, "eth0", ip(10, 0, 0, 3), None, "web1")
@@ -766,4 +763,98 @@ fn changes_append_then_dedup_equals_merge() {
     );
     appended.dedup();
     assert_eq!(appended, merged);
+}
+
+#[test]
+fn sort_dedup_and_dedup_repeated_keep_the_entries_of_dedup() {
+    let (mut m, _, _) = setup();
+    let mut ops: Vec<Changes> = Vec::new();
+    for i in 2..40u8 {
+        let a = ip(10, 0, 1, i);
+        ops.push(
+            m.addr_add(ROOT, "eth0", a, 24, None, None, Scope::Global)
+                .unwrap(),
+        );
+        ops.push(m.addr_push(ROOT, "eth0", a, None, "web1").unwrap());
+        if i % 3 == 0 {
+            ops.push(m.addr_pull(ROOT, "eth0", a, None, "web1").unwrap());
+        }
+    }
+    ops.push(m.ns_del(ROOT, "web1").unwrap());
+    let (mut plain, mut along) = (Changes::default(), Changes::default());
+    for c in ops {
+        plain.append(c.clone());
+        along.append(c);
+        // As the runtime does while a batch grows.
+        along.dedup_repeated();
+    }
+    let mut sorted = plain.clone();
+    plain.dedup();
+    along.dedup();
+    assert_eq!(along, plain, "dedup_repeated along the way changes nothing");
+    sorted.sort_dedup();
+    let sort = |mut v: Changes| {
+        v.addrs.sort();
+        v.namespaces.sort();
+        v.routes.sort();
+        v.removed_namespaces.sort();
+        v.closed_sockets.sort();
+        v
+    };
+    assert_eq!(sorted, sort(plain));
+}
+
+#[test]
+fn compact_keeps_every_entry() {
+    let (mut m, _, _) = setup();
+    for i in 0..5_000u32 {
+        let a = Ipv4Addr::from(0x0b00_0000 + 1 + i);
+        m.addr_add(ROOT, "eth0", a, 8, None, None, Scope::Global)
+            .unwrap();
+        if i % 2 == 0 {
+            m.addr_push(ROOT, "eth0", a, None, "web1").unwrap();
+        }
+    }
+    let before = m.clone();
+    m.compact();
+    assert_eq!(m, before);
+    m.check_invariants().unwrap();
+    m.compact();
+    assert_eq!(m, before);
+    assert_eq!(m.owned_by(ROOT).count(), before.owned_by(ROOT).count());
+}
+
+#[test]
+fn label_numbers_are_shared_freed_and_reused() {
+    let (mut m, _, _) = setup();
+    let a = |i: u8| ip(10, 0, 9, i);
+    for i in 1..6 {
+        let label = (i % 2 == 0).then_some("eth0:x");
+        m.addr_add(ROOT, "eth0", a(i), 24, label, None, Scope::Global)
+            .unwrap();
+    }
+    m.check_invariants().unwrap();
+    assert_eq!(
+        &*m.ifaddr(m.resolve_dev(ROOT, "eth0").unwrap(), a(2))
+            .unwrap()
+            .label,
+        "eth0:x"
+    );
+    // The last user of the alias goes: its number is freed, then reused by another label.
+    m.addr_del(ROOT, "eth0", a(2)).unwrap();
+    m.addr_del(ROOT, "eth0", a(4)).unwrap();
+    m.check_invariants().unwrap();
+    m.addr_add(ROOT, "eth0", a(7), 24, Some("eth0:y"), None, Scope::Global)
+        .unwrap();
+    m.addr_add(ROOT, "eth0", a(8), 24, Some("eth0:x"), None, Scope::Global)
+        .unwrap();
+    m.check_invariants().unwrap();
+    let eth0 = m.resolve_dev(ROOT, "eth0").unwrap();
+    assert_eq!(&*m.ifaddr(eth0, a(7)).unwrap().label, "eth0:y");
+    assert_eq!(&*m.ifaddr(eth0, a(8)).unwrap().label, "eth0:x");
+    assert_eq!(&*m.ifaddr(eth0, a(1)).unwrap().label, "eth0");
+    // Equal models whatever numbers their labels got.
+    let back: Model = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+    assert_eq!(back, m);
+    back.check_invariants().unwrap();
 }
