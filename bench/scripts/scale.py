@@ -90,13 +90,13 @@ def plot(series, path_base):
     except ImportError:
         return plot_svg(series, path_base + ".svg")
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for a, pts in sorted(series.items()):
+    for a, pts in sorted(series.items(), key=lambda kv: str(kv[0])):
         xs = [p["namespaces"] for p in pts]
         med = [p["unicast_mpps"]["median"] for p in pts]
         lo = [p["unicast_mpps"]["median"] - p["unicast_mpps"]["min"] for p in pts]
         hi = [p["unicast_mpps"]["max"] - p["unicast_mpps"]["median"] for p in pts]
         ax.errorbar(xs, med, yerr=[lo, hi], marker="o", capsize=3,
-                    label=f"{a} address(es) per namespace")
+                    label=a if isinstance(a, str) else f"{a} address(es) per namespace")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("namespaces (each with a socket on 0.0.0.0:9)")
@@ -112,33 +112,62 @@ def plot(series, path_base):
 
 
 def plot_svg(series, path):
-    # Minimal hand-written log-log SVG (used only if matplotlib is missing).
+    # Hand-written log-log SVG (used only if matplotlib is missing): both axes with ticks,
+    # each point labelled with its median, one colour per series.
     import math
-    W, H, M = 640, 400, 60
+    W, H, L, R, T, B = 720, 440, 70, 170, 40, 60
     allp = [p for pts in series.values() for p in pts]
     xs = [math.log10(p["namespaces"]) for p in allp]
-    ys = [math.log10(max(p["unicast_mpps"]["median"], 1e-3)) for p in allp]
-    x0, x1 = min(xs), max(xs) or 1
-    y0, y1 = math.floor(min(ys)), math.ceil(max(ys))
-    if y1 == y0:
-        y1 += 1
+    x0, x1 = min(xs), max(xs)
+    if x1 == x0:
+        x1 += 1
+    mpps = [p["unicast_mpps"]["median"] for p in allp]
+    # y: log scale over the 1-2-5 ticks that bracket the data.
+    ticks = [m * 10 ** e for e in range(-1, 4) for m in (1, 2, 5)]
+    lo = max([t for t in ticks if t <= min(mpps)] or [ticks[0]])
+    hi = min([t for t in ticks if t >= max(mpps)] or [ticks[-1]])
+    if hi <= lo:
+        hi = lo * 2
+    y0, y1 = math.log10(lo), math.log10(hi)
 
     def X(v):
-        return M + (math.log10(v) - x0) / ((x1 - x0) or 1) * (W - 2 * M)
+        return L + (math.log10(v) - x0) / (x1 - x0) * (W - L - R)
 
     def Y(v):
-        return H - M - (math.log10(max(v, 1e-3)) - y0) / (y1 - y0) * (H - 2 * M)
+        return H - B - (math.log10(max(v, 1e-3)) - y0) / (y1 - y0) * (H - T - B)
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}">',
-           f'<rect width="{W}" height="{H}" fill="white"/>']
-    colors = ["#1f77b4", "#d62728", "#2ca02c"]
-    for i, (a, pts) in enumerate(sorted(series.items())):
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+           'font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="black"/>',
+           f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="black"/>']
+    for e in range(int(math.floor(x0)), int(math.ceil(x1)) + 1):
+        v = 10 ** e
+        x = X(v)
+        out.append(f'<line x1="{x:.1f}" y1="{T}" x2="{x:.1f}" y2="{H - B}" stroke="#ddd"/>')
+        out.append(f'<text x="{x:.1f}" y="{H - B + 16}" text-anchor="middle">{v:,}</text>')
+    for t in ticks:
+        if lo <= t <= hi:
+            y = Y(t)
+            out.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W - R}" y2="{y:.1f}" stroke="#ddd"/>')
+            out.append(f'<text x="{L - 6}" y="{y + 4:.1f}" text-anchor="end">{t:g}</text>')
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    for i, (a, pts) in enumerate(sorted(series.items(), key=lambda kv: str(kv[0]))):
         c = colors[i % len(colors)]
         d = " ".join(f"{X(p['namespaces']):.1f},{Y(p['unicast_mpps']['median']):.1f}" for p in pts)
-        out.append(f'<polyline points="{d}" fill="none" stroke="{c}"/>')
-        out.append(f'<text x="{W - M - 150}" y="{M + 15 * i}" fill="{c}">{a} addr/ns</text>')
-    out.append(f'<text x="{W / 2 - 80}" y="{H - 15}">namespaces (log)</text>')
-    out.append(f'<text x="5" y="{M - 20}">unicast Mpps (log)</text>')
+        out.append(f'<polyline points="{d}" fill="none" stroke="{c}" stroke-width="2"/>')
+        for p in pts:
+            x, y = X(p["namespaces"]), Y(p["unicast_mpps"]["median"])
+            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{c}"/>')
+            out.append(f'<text x="{x + 4:.1f}" y="{y - 6 - 12 * i:.1f}" fill="{c}" '
+                       f'font-size="10">{p["unicast_mpps"]["median"]:.1f}</text>')
+        name = a if isinstance(a, str) else f"{a} address(es) per namespace"
+        out.append(f'<text x="{W - R + 10}" y="{T + 16 + 16 * i}" fill="{c}">{name}</text>')
+    out.append(f'<text x="{(L + W - R) / 2}" y="{H - 15}" text-anchor="middle">'
+               'namespaces (log), each with a socket on 0.0.0.0:9</text>')
+    out.append(f'<text x="14" y="{(T + H - B) / 2}" text-anchor="middle" '
+               f'transform="rotate(-90 14 {(T + H - B) / 2})">unicast Mpps, one worker core '
+               '(median, log)</text>')
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out))
@@ -158,16 +187,18 @@ def main():
                          "then asks for transparent huge pages (madvise) for its heap, which cuts the "
                          "TLB misses of the per-namespace data at large counts")
     ap.add_argument("--out", default="scale.json")
-    ap.add_argument("--plot-only", metavar="JSON,JSON",
-                    help="only redraw: merge the series of these result files into scale.png")
+    ap.add_argument("--plot-only", metavar="JSON[=LABEL],...",
+                    help="only redraw: merge the series of these result files (labelled LABEL "
+                         "when given) into the plot named by --out")
     args = ap.parse_args()
     if args.plot_only:
         series = {}
-        for f in args.plot_only.split(","):
+        for item in args.plot_only.split(","):
+            f, _, label = item.partition("=")
             with open(os.path.join(common.RESULTS, f)) as fh:
                 for a, pts in json.load(fh)["series"].items():
-                    series[int(a)] = pts
-        plot(series, os.path.join(common.RESULTS, "scale"))
+                    series[label or int(a)] = pts
+        plot(series, os.path.join(common.RESULTS, os.path.splitext(args.out)[0]))
         return
     nss = [int(x) for x in args.namespaces.split(",")]
     addrs = [int(x) for x in args.addrs.split(",")]
