@@ -691,7 +691,7 @@ impl<'a> RxCtx<'a> {
     /// its view) so that the misses of the whole group overlap; the last one does the work of
     /// `frame`, in arrival order, on lines that are by then in the cache. The hints read
     /// nothing that decides anything: a malformed frame just gets a useless prefetch. The
-    /// owner the second pass looks up is handed to `frame`, which uses it only for the
+    /// owner the third pass looks up is handed to `frame`, which uses it only for the
     /// destination it was looked up for (the same lookup `classify` would make).
     #[inline]
     fn group(&mut self, frames: &[&[u8]]) {
