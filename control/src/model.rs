@@ -69,6 +69,15 @@ pub struct Changes {
     pub closed_sockets: Vec<SocketId>,
 }
 
+/// Keeps the first occurrence of every entry of `v`, in order (the set is sized by the
+/// distinct entries as it goes, not by the list's length).
+fn keep_first<T: Copy + Eq + std::hash::Hash>(v: &mut Vec<T>) {
+    if v.len() > 1 {
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|x| seen.insert(*x));
+    }
+}
+
 impl Changes {
     pub fn is_empty(&self) -> bool {
         *self == Changes::default()
@@ -103,18 +112,8 @@ impl Changes {
     /// Keeps the first occurrence of every entry, in order: `append`s followed by `dedup`
     /// equal the same `merge`s.
     pub fn dedup(&mut self) {
-        fn keep_first<T: Copy + Eq + std::hash::Hash>(v: &mut Vec<T>) {
-            if v.len() > 1 {
-                // Sized by the distinct entries as it goes, not by the list's length.
-                let mut seen = std::collections::HashSet::new();
-                v.retain(|x| seen.insert(*x));
-            }
-        }
         keep_first(&mut self.addrs);
-        keep_first(&mut self.namespaces);
-        keep_first(&mut self.routes);
-        keep_first(&mut self.removed_namespaces);
-        keep_first(&mut self.closed_sockets);
+        self.dedup_repeated();
     }
 
     /// The same entries as [`Changes::dedup`], each list sorted instead of in first-seen
@@ -137,12 +136,6 @@ impl Changes {
     /// family), which a long batch can shrink along the way. Keeps first occurrences in
     /// order, so a later `dedup` gives what it would have given without this.
     pub fn dedup_repeated(&mut self) {
-        fn keep_first<T: Copy + Eq + std::hash::Hash>(v: &mut Vec<T>) {
-            if v.len() > 1 {
-                let mut seen = std::collections::HashSet::new();
-                v.retain(|x| seen.insert(*x));
-            }
-        }
         keep_first(&mut self.namespaces);
         keep_first(&mut self.routes);
         keep_first(&mut self.removed_namespaces);

@@ -548,6 +548,15 @@ mod tests {
         }
     }
 
+    /// Hands `n` datagrams to `q` in one batch.
+    fn hand_over(pools: &BatchPools, q: &SocketQueue, n: usize) {
+        let mut b = pools.take(0, 32);
+        for _ in 0..n {
+            b.push(meta(1), b"d");
+        }
+        q.offer(b).unwrap();
+    }
+
     #[test]
     fn a_parked_consumer_is_woken_by_the_hand_off() {
         let pools = BatchPools::new(1, 8);
@@ -637,15 +646,10 @@ mod tests {
         let q = SocketQueue::new(64, pools.clone());
         let w = Waiter::current();
         q.set_waiter(&w);
-        let hand_over = || {
-            let mut b = pools.take(0, 32);
-            b.push(meta(1), b"t");
-            q.offer(b).unwrap();
-        };
         // Parked for 1 ms: a worker that sleeps up to 1 s between polls leaves it to its
         // timer (it stays declared asleep), and the park still ends by itself.
         assert!(w.prepare(Duration::from_millis(1), [&*q]));
-        hand_over();
+        hand_over(&pools, &q, 1);
         assert!(!q.wake_unless_due(Instant::now(), Duration::from_secs(1)));
         assert!(w.is_sleeping());
         w.park();
@@ -654,7 +658,7 @@ mod tests {
         q.recycle(q.pop_batch().unwrap());
         // Parked for long: woken, also by a worker that sleeps between polls.
         assert!(w.prepare(Duration::from_secs(30), [&*q]));
-        hand_over();
+        hand_over(&pools, &q, 1);
         assert!(q.wake_unless_due(Instant::now(), Duration::from_millis(1)));
         let t = Instant::now();
         w.park();
@@ -662,7 +666,7 @@ mod tests {
         q.recycle(q.pop_batch().unwrap());
         // A busy-polling worker (nothing to wait for) wakes it whatever its timeout.
         assert!(w.prepare(Duration::from_secs(10), [&*q]));
-        hand_over();
+        hand_over(&pools, &q, 1);
         assert!(q.wake_unless_due(Instant::now(), Duration::ZERO));
         w.park();
     }
@@ -673,21 +677,14 @@ mod tests {
         let q = SocketQueue::new(8, pools.clone());
         let w = Waiter::current();
         q.set_waiter(&w);
-        let hand_over = |n: usize| {
-            let mut b = pools.take(0, 32);
-            for _ in 0..n {
-                b.push(meta(1), b"s");
-            }
-            q.offer(b).unwrap();
-        };
         w.set_lazy(true);
         assert!(w.prepare(Duration::from_secs(30), [&*q]));
         // 3 of 8: left to its timer, even by a busy-polling worker.
-        hand_over(3);
+        hand_over(&pools, &q, 3);
         assert!(!q.wake_unless_due(Instant::now(), Duration::ZERO));
         assert!(w.is_sleeping());
         // 4 of 8: half full, woken.
-        hand_over(1);
+        hand_over(&pools, &q, 1);
         assert!(q.wake_unless_due(Instant::now(), Duration::ZERO));
         assert!(!w.is_sleeping());
         w.park();
@@ -697,7 +694,7 @@ mod tests {
         // Not lazy any more: the first datagram wakes it.
         w.set_lazy(false);
         assert!(w.prepare(Duration::from_secs(30), [&*q]));
-        hand_over(1);
+        hand_over(&pools, &q, 1);
         assert!(q.wake_unless_due(Instant::now(), Duration::ZERO));
         w.park();
         q.recycle(q.pop_batch().unwrap());
