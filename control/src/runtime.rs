@@ -267,7 +267,7 @@ impl Runtime {
                     continue;
                 }
                 for (ns, n) in q.close() {
-                    self.control_ns.ns(ns).drop(NsDrop::NsGone, n);
+                    self.control_ns.tx(ns).drop(NsDrop::NsGone, n);
                 }
             }
         }

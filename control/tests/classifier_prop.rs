@@ -141,3 +141,120 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+/// One round of `rounds_match_the_rules`: changes, then packets.
+#[derive(Clone, Debug)]
+struct Round {
+    /// Sockets to close (index into the open ones).
+    closes: Vec<usize>,
+    /// (namespace index, address choice, port)
+    binds: Vec<(usize, usize, u16)>,
+    /// (address index, new owner index 0..=3): pull back to the root, then push.
+    moves: Vec<(usize, usize)>,
+    /// (destination choice, port)
+    packets: Vec<(usize, u16)>,
+}
+
+/// (third octet, fourth octet, prefix, owner index 0..=3) of each address.
+type Addrs = Vec<(u8, u8, u8, usize)>;
+
+fn rounds() -> impl Strategy<Value = (Addrs, Vec<Round>)> {
+    let round = (
+        proptest::collection::vec(0usize..8, 0..3),
+        proptest::collection::vec((0usize..4, 0usize..20, 1u16..3), 0..4),
+        proptest::collection::vec((0usize..8, 0usize..4), 0..3),
+        proptest::collection::vec((0usize..24, 1u16..3), 1..24),
+    )
+        .prop_map(|(closes, binds, moves, packets)| Round {
+            closes,
+            binds,
+            moves,
+            packets,
+        });
+    (
+        proptest::collection::vec((0u8..2, 1u8..250, Just(24u8), 0usize..4), 1..6),
+        proptest::collection::vec(round, 1..6),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The worker remembers each namespace's last socket lookup per snapshot (its memo,
+    /// `NsCounters::memo`): across rounds of socket, ownership and queue changes, every
+    /// packet still reaches exactly the sockets the rules name at the time it arrives.
+    #[test]
+    fn rounds_match_the_rules(c in rounds()) {
+        let (addrs, rounds) = c;
+        let mut n = net();
+        let root = NsId::ROOT;
+        let web3 = n.rt.apply("ns_add", |m| m.ns_add(root, "web3", None, LoopbackMode::Isolated)).unwrap();
+        let nss = [root, n.web1, n.web2, web3];
+        let names = ["root", "web1", "web2", "web3"];
+        let mut owned: Vec<(Ipv4Addr, usize)> = Vec::new();
+        for (o3, o4, prefix, owner) in &addrs {
+            let ip = Ipv4Addr::new(10, 20 + o3, 0, *o4);
+            if n.rt.apply("addr_add", |m| m.addr_add(root, "eth0", ip, *prefix, None, None, Scope::Global).map(|c| ((), c))).is_ok() {
+                if *owner > 0 {
+                    n.rt.apply("addr_push", |m| m.addr_push(root, "eth0", ip, None, names[*owner]).map(|c| ((), c))).unwrap();
+                }
+                owned.push((ip, *owner));
+            }
+        }
+        let mut sockets: BTreeMap<SocketId, (NsId, _)> = BTreeMap::new();
+        for r in &rounds {
+            for &i in &r.closes {
+                if let Some(&id) = sockets.keys().nth(i % sockets.len().max(1)) {
+                    let (ns, _) = sockets.remove(&id).unwrap();
+                    n.rt.close(ns, id).unwrap();
+                }
+            }
+            for &(a, to) in &r.moves {
+                if owned.is_empty() {
+                    break;
+                }
+                let k = a % owned.len();
+                let (ip, from) = owned[k];
+                if from == to {
+                    continue;
+                }
+                if from > 0 {
+                    n.rt.apply("addr_pull", |m| m.addr_pull(root, "eth0", ip, None, names[from]).map(|c| ((), c))).unwrap();
+                }
+                if to > 0 {
+                    n.rt.apply("addr_push", |m| m.addr_push(root, "eth0", ip, None, names[to]).map(|c| ((), c))).unwrap();
+                }
+                owned[k].1 = to;
+            }
+            let cands = candidates(n.rt.model());
+            for (ns, a, port) in &r.binds {
+                let addr = cands[a % cands.len()];
+                if let Ok(s) = n.rt.udp_socket(nss[*ns], addr, *port) {
+                    sockets.insert(s.id(), (nss[*ns], s));
+                }
+            }
+            let mut want: BTreeMap<SocketId, usize> = BTreeMap::new();
+            let mut frames = Vec::new();
+            for (i, (d, port)) in r.packets.iter().enumerate() {
+                let dst = cands[d % cands.len()];
+                if dst.is_unspecified() {
+                    continue;
+                }
+                for s in expected(n.rt.model(), n.dev, dst, *port) {
+                    *want.entry(s).or_default() += 1;
+                }
+                let mac = if dst.is_broadcast() || n.rt.model().ifaddrs().any(|i| i.broadcast == dst) { [0xff; 6] } else { OUR_MAC };
+                frames.push(udp_frame(mac, PEER, dst, 1000 + i as u16, *port, &[i as u8]));
+            }
+            n.inject(frames);
+            let mut got: BTreeMap<SocketId, usize> = BTreeMap::new();
+            for (id, (_, s)) in sockets.iter_mut() {
+                while let Some(d) = s.try_recv() {
+                    prop_assert_eq!(d.meta.socket, *id);
+                    *got.entry(*id).or_default() += 1;
+                }
+            }
+            prop_assert_eq!(got, want);
+        }
+    }
+}

@@ -86,6 +86,52 @@ fn r09_most_specific_socket_wins_and_no_socket_gets_port_unreachable() {
 }
 
 #[test]
+fn r09_the_worker_memo_follows_new_sockets_and_specific_bindings() {
+    // The worker remembers each namespace's last socket lookup for the snapshot it was made
+    // in: a later snapshot (a socket closed, another bound) and a second address of the
+    // namespace with a socket of its own must not be answered from it.
+    let mut n = net();
+    let extra = Ipv4Addr::new(10, 0, 0, 9);
+    n.rt.apply("addr_add", |m| {
+        m.addr_add(ROOT, "eth0", extra, 24, None, None, Scope::Global)
+            .map(|c| ((), c))
+    })
+    .unwrap();
+    n.rt.apply("addr_push", |m| {
+        m.addr_push(ROOT, "eth0", extra, None, "web1")
+            .map(|c| ((), c))
+    })
+    .unwrap();
+    let mut first = n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 7).unwrap();
+    // Two rounds to both addresses: the second is answered from the memo (any address).
+    for round in 0..2u8 {
+        n.inject([udp_to(WEB1_IP, 7, &[round]), udp_to(extra, 7, &[round])]);
+    }
+    for _ in 0..4 {
+        assert!(first.try_recv().is_some());
+    }
+    n.rt.close(n.web1, first.id()).unwrap();
+    let mut second = n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 7).unwrap();
+    n.inject([udp_to(WEB1_IP, 7, b"new")]);
+    assert_eq!(second.try_recv().unwrap().payload, b"new");
+    assert!(
+        first.try_recv().is_none(),
+        "the closed socket's queue got nothing"
+    );
+    // A socket on one address of the namespace only: the other address has none on that port.
+    let mut exact = n.rt.udp_socket(n.web1, extra, 8).unwrap();
+    for round in 0..2u8 {
+        n.inject([udp_to(extra, 8, &[round]), udp_to(WEB1_IP, 8, &[round])]);
+    }
+    for round in 0..2u8 {
+        assert_eq!(exact.try_recv().unwrap().payload, [round]);
+    }
+    assert!(second.try_recv().is_none() && exact.try_recv().is_none());
+    let w1 = n.rt.stats.ns(n.web1);
+    assert_eq!((w1.delivered, w1.dropped_no_socket), (4 + 1 + 2, 2));
+}
+
+#[test]
 fn r09_port_unreachable_is_rate_limited() {
     let mut n = net();
     let frames: Vec<_> = (0..300).map(|i| udp_to(WEB1_IP, 1000 + i, b"x")).collect();

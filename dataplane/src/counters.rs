@@ -2,10 +2,11 @@
 //! relaxed load and store on the worker's own cache lines (no locked read-modify-write, no
 //! sharing on the hot path). Readers (Prometheus, `l3nsctl stats`) sum all workers' cells.
 
-use crate::types::NsId;
+use crate::socket::SocketQueue;
+use crate::types::{NsId, SocketId};
 use crate::wire::DropReason;
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A single-writer counter cell.
@@ -52,8 +53,10 @@ impl NsDrop {
     }
 }
 
-/// Per-namespace receive counters of one worker: one cache line (56 bytes used), so that a
-/// received packet touches one line of its namespace's counters.
+/// Per-namespace receive counters of one worker, and the worker's memo of the namespace's
+/// last socket lookup: one cache line, so that a received packet touches one line of its
+/// namespace's per-worker state and, when the memo answers, no line of the snapshot's beyond
+/// the address table's (see `worker::RxCtx::group`).
 #[derive(Debug, Default)]
 #[repr(align(64))]
 pub struct NsCounters {
@@ -61,25 +64,85 @@ pub struct NsCounters {
     pub rx_bytes: Cell,
     pub delivered: Cell,
     pub broadcast_delivered: Cell,
-    pub dropped: [Cell; 3],
+    memo: SocketMemo,
 }
 
 impl NsCounters {
+    /// The socket and queue remembered for `(dst, port)`, or for `port` at any address of
+    /// the namespace (`remember` with `dst` 0), in the snapshot the writer knows as `epoch`
+    /// (never for epoch 0).
     #[inline(always)]
-    pub fn drop(&self, why: NsDrop, n: u64) {
-        self.dropped[why as usize].add(n);
+    pub fn memo(&self, epoch: u64, dst: u32, port: u16) -> Option<(SocketId, *const SocketQueue)> {
+        let m = &self.memo;
+        let key = m.key.load(Ordering::Relaxed);
+        if m.epoch.load(Ordering::Relaxed) == epoch
+            && epoch != 0
+            && (key == SocketMemo::key(dst, port) || key == SocketMemo::key(0, port))
+        {
+            let q = m.queue.load(Ordering::Relaxed);
+            if !q.is_null() {
+                return Some((SocketId(m.socket.load(Ordering::Relaxed) as u32), q));
+            }
+        }
+        None
+    }
+
+    /// Remembers R9's answer for `(dst, port)` in the snapshot known as `epoch`; `dst` 0 when
+    /// the answer is the same at every address the namespace owns (no socket is bound to a
+    /// particular address on `port`). The caller keeps that snapshot, which holds `queue`,
+    /// alive for as long as it is the epoch's.
+    #[inline(always)]
+    pub fn remember(
+        &self,
+        epoch: u64,
+        dst: u32,
+        port: u16,
+        socket: SocketId,
+        queue: &Arc<SocketQueue>,
+    ) {
+        let m = &self.memo;
+        m.epoch.store(epoch, Ordering::Relaxed);
+        m.key.store(SocketMemo::key(dst, port), Ordering::Relaxed);
+        m.socket.store(u64::from(socket.0), Ordering::Relaxed);
+        m.queue
+            .store(Arc::as_ptr(queue).cast_mut(), Ordering::Relaxed);
     }
 }
 
-/// Per-namespace transmit counters of one worker (32 bytes, two namespaces per line): kept
-/// apart from the receive line so that a namespace costs 96 bytes per worker, not 128.
+/// One remembered socket lookup (written and read by the owning worker only; atomics with
+/// relaxed order so that the line can sit beside cells other threads read).
 #[derive(Debug, Default)]
-#[repr(align(32))]
+struct SocketMemo {
+    epoch: AtomicU64,
+    key: AtomicU64,
+    socket: AtomicU64,
+    queue: AtomicPtr<SocketQueue>,
+}
+
+impl SocketMemo {
+    #[inline(always)]
+    fn key(dst: u32, port: u16) -> u64 {
+        u64::from(dst) | u64::from(port) << 32
+    }
+}
+
+/// Per-namespace transmit counters and drops of one worker (one line apart from the receive
+/// line: a delivered packet does not touch it).
+#[derive(Debug, Default)]
+#[repr(align(64))]
 pub struct NsTxCounters {
     pub tx_packets: Cell,
     pub tx_bytes: Cell,
     pub tx_spoofed: Cell,
     pub icmp_echo_replied: Cell,
+    pub dropped: [Cell; 3],
+}
+
+impl NsTxCounters {
+    #[inline(always)]
+    pub fn drop(&self, why: NsDrop, n: u64) {
+        self.dropped[why as usize].add(n);
+    }
 }
 
 /// Why a port dropped a frame, beyond the parser's reasons.
@@ -312,9 +375,9 @@ impl NsSnapshot {
             rx_bytes: c.rx_bytes.get(),
             delivered: c.delivered.get(),
             broadcast_delivered: c.broadcast_delivered.get(),
-            dropped_no_socket: c.dropped[0].get(),
-            dropped_queue_full: c.dropped[1].get(),
-            dropped_ns_gone: c.dropped[2].get(),
+            dropped_no_socket: t.dropped[0].get(),
+            dropped_queue_full: t.dropped[1].get(),
+            dropped_ns_gone: t.dropped[2].get(),
             tx_packets: t.tx_packets.get(),
             tx_bytes: t.tx_bytes.get(),
             tx_spoofed: t.tx_spoofed.get(),
@@ -403,7 +466,7 @@ mod tests {
         w0.ns(NsId(3)).delivered.add(2);
         w1.ns(NsId(3)).delivered.inc();
         w1.ns(NsId(700)).rx_packets.inc();
-        stats.control.writer().ns(NsId(3)).drop(NsDrop::NsGone, 4);
+        stats.control.writer().tx(NsId(3)).drop(NsDrop::NsGone, 4);
         assert_eq!(stats.ns(NsId(3)).delivered, 3);
         assert_eq!(stats.ns(NsId(3)).dropped_ns_gone, 4);
         assert_eq!(stats.ns(NsId(700)).rx_packets, 1);
@@ -421,7 +484,7 @@ mod tests {
     fn a_namespace_costs_96_bytes_per_writer_and_rx_and_tx_cells_are_apart() {
         // The memory target of issue 7 (<= 1 KiB per namespace in the whole process) counts
         // these once per worker and once for the control thread.
-        assert_eq!(std::mem::size_of::<NsChunk>(), 96 * NS_CHUNK);
+        assert_eq!(std::mem::size_of::<NsChunk>(), 128 * NS_CHUNK);
         assert_eq!(std::mem::size_of::<NsCounters>(), 64);
         let stats = Stats::new(1, vec![]);
         let mut w = stats.workers[0].writer();

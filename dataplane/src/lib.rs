@@ -3,7 +3,9 @@
 //! Read in the order a received packet travels: `port` (I/O backends) → `wire` (checked views
 //! over frames) → `owner_table` (the immutable snapshot the workers read, R7–R10, R13) →
 //! `rules` (the pure rule functions). `unsafe` code is denied everywhere except in the port
-//! backends that talk to the kernel or DPDK, and in `prefetch` (one cache hint, see there).
+//! backends that talk to the kernel or DPDK, in `prefetch` (one cache hint, see there), and in
+//! `worker`'s `unicast_remembered` (one reference count taken on a socket queue that the
+//! snapshot the worker holds keeps alive, see `Worker::seen`).
 #![deny(unsafe_code)]
 
 pub mod api;

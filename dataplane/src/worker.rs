@@ -11,7 +11,7 @@ use crate::owner_table::{Dest, NsSlot, OwnerTable};
 use crate::port::{Port, MAX_GROUP};
 use crate::prefetch;
 use crate::socket::{Batch, BatchPools, DgramMeta, SocketQueue};
-use crate::types::{DevId, NsId, Proto};
+use crate::types::{DevId, NsId, Proto, SocketId};
 use crate::wire::{self, ArpOp, FrameAddrs, MacAddr, Parsed, BROADCAST_MAC, DEFAULT_TTL};
 use arc_swap::ArcSwap;
 use crossbeam::queue::ArrayQueue;
@@ -190,6 +190,11 @@ pub struct Worker<P: Port> {
     arp_asked: HashMap<(u16, Ipv4Addr), Instant>,
     icmp_tokens: f64,
     icmp_refill: Instant,
+    /// The snapshot this worker last polled with, kept alive while it is `epoch`'s: the
+    /// socket memos (`NsCounters::memo`) of that epoch point at queues it holds.
+    seen: Option<Arc<OwnerTable>>,
+    /// Bumped whenever a poll finds a snapshot other than `seen` (0: none yet).
+    epoch: u64,
 }
 
 impl<P: Port> Worker<P> {
@@ -226,6 +231,8 @@ impl<P: Port> Worker<P> {
             waiting: Vec::new(),
             arp_asked: HashMap::new(),
             icmp_refill: Instant::now(),
+            seen: None,
+            epoch: 0,
         }
     }
 
@@ -274,6 +281,11 @@ impl<P: Port> Worker<P> {
     /// One poll of every port and of the send queue. Returns the packets handled.
     pub fn poll(&mut self, now: Instant) -> usize {
         let table = self.shared.table.load_full();
+        if !self.seen.as_ref().is_some_and(|t| Arc::ptr_eq(t, &table)) {
+            // Every memo of the old epoch is stale from here on (and its queues may go).
+            self.epoch += 1;
+            self.seen = Some(table.clone());
+        }
         let mut work = 0;
         for p in 0..self.ports.len() {
             work += self.rx_port(&table, p, now);
@@ -338,6 +350,7 @@ impl<P: Port> Worker<P> {
             dev,
             mac,
             version,
+            epoch: self.epoch,
             port_index: p,
             pc: &self.counters.ports[index],
             ns: &mut self.ns,
@@ -397,13 +410,12 @@ impl<P: Port> Worker<P> {
                 }
             };
             for (i, &(ns, broadcast)) in scratch.iter().enumerate() {
-                let c = self.ns.ns(ns);
                 if i >= taken {
-                    c.drop(NsDrop::QueueFull, 1);
+                    self.ns.tx(ns).drop(NsDrop::QueueFull, 1);
                 } else if broadcast {
-                    c.broadcast_delivered.inc();
+                    self.ns.ns(ns).broadcast_delivered.inc();
                 } else {
-                    c.delivered.inc();
+                    self.ns.ns(ns).delivered.inc();
                 }
             }
         }
@@ -448,7 +460,7 @@ impl<P: Port> Worker<P> {
         if req.dst.is_loopback() {
             match table.loopback_socket(req.ns, Proto::Udp, req.dst, req.dst_port) {
                 Some((to, sock)) => self.stage_local(table, to, sock, &req, version),
-                None => self.ns.ns(req.ns).drop(NsDrop::NoSocket, 1),
+                None => self.ns.tx(req.ns).drop(NsDrop::NoSocket, 1),
             }
             return;
         }
@@ -461,7 +473,7 @@ impl<P: Port> Worker<P> {
                         let c = self.ns.ns(to);
                         c.rx_packets.inc();
                         c.rx_bytes.add(req.payload.len() as u64);
-                        c.drop(NsDrop::NoSocket, 1);
+                        self.ns.tx(to).drop(NsDrop::NoSocket, 1);
                     }
                 }
                 return;
@@ -493,7 +505,7 @@ impl<P: Port> Worker<P> {
         version: u64,
     ) {
         let Some(queue) = table.socket_queue(sock) else {
-            self.ns.ns(to).drop(NsDrop::NoSocket, 1);
+            self.ns.tx(to).drop(NsDrop::NoSocket, 1);
             return;
         };
         let c = self.ns.ns(to);
@@ -643,13 +655,39 @@ fn stage(
     meta: DgramMeta,
     payload: &[u8],
 ) {
-    if let Some((_, b)) = staging.open.iter_mut().find(|(q, _)| Arc::ptr_eq(q, queue)) {
+    stage_at(
+        staging,
+        pools,
+        (worker, burst),
+        Arc::as_ptr(queue),
+        || queue.clone(),
+        meta,
+        payload,
+    );
+}
+
+/// `stage` for the queue at `queue`; `own` makes the reference the open batch keeps.
+#[inline(always)]
+fn stage_at(
+    staging: &mut Staging,
+    pools: &BatchPools,
+    (worker, burst): (usize, usize),
+    queue: *const SocketQueue,
+    own: impl FnOnce() -> Arc<SocketQueue>,
+    meta: DgramMeta,
+    payload: &[u8],
+) {
+    if let Some((_, b)) = staging
+        .open
+        .iter_mut()
+        .find(|(q, _)| std::ptr::eq(Arc::as_ptr(q), queue))
+    {
         b.push(meta, payload);
         return;
     }
     let mut b = pools.take(worker, burst);
     b.push(meta, payload);
-    staging.open.push((queue.clone(), b));
+    staging.open.push((own(), b));
 }
 
 /// The owner of a frame's destination, found while prefetching (see `RxCtx::group`).
@@ -658,6 +696,9 @@ struct Owner<'a> {
     /// The destination it was looked up for, in host order.
     dst: u32,
     ns: NsId,
+    /// What the worker's memo remembered for this destination and `memo.2`, the UDP port
+    /// the group read from the frame: then `slot` was not looked up.
+    memo: Option<(SocketId, *const SocketQueue, u16)>,
     slot: Option<&'a NsSlot>,
 }
 
@@ -668,6 +709,8 @@ struct RxCtx<'a> {
     dev: DevId,
     mac: MacAddr,
     version: u64,
+    /// The worker's epoch for `table` (see `Worker::epoch`).
+    epoch: u64,
     port_index: usize,
     pc: &'a PortCounters,
     ns: &'a mut NsWriter,
@@ -715,21 +758,51 @@ impl<'a> RxCtx<'a> {
         for (o, &d) in owner_ns.iter_mut().zip(&dst[..n]) {
             if d != 0 {
                 if let Some(ns) = self.family.owner_of(self.dev, d) {
-                    table.prefetch_namespace_slot(ns);
                     prefetch::read(self.ns.ns(ns));
                     *o = Some(ns);
                 }
             }
         }
-        let many_sockets = table.many_sockets();
-        let mut owners: [Option<Owner<'a>>; MAX_GROUP] = [None; MAX_GROUP];
-        for (((o, ns), &d), f) in owners
+        // The worker's line of each owner holds its memo of the last socket lookup: when it
+        // answers for this destination and port, the namespace's slot is not read at all;
+        // otherwise the slot is asked for. The port is read where a header without IPv4
+        // options has it (`frame` checks it against the parsed one).
+        let mut memos: [Option<(SocketId, *const SocketQueue, u16)>; MAX_GROUP] = [None; MAX_GROUP];
+        for (((m, ns), &d), f) in memos
             .iter_mut()
             .zip(&owner_ns[..n])
             .zip(&dst[..n])
             .zip(frames)
         {
             let Some(ns) = *ns else { continue };
+            if let Some(p) = f.get(36..38) {
+                let port = u16::from_be_bytes([p[0], p[1]]);
+                if let Some((s, q)) = self.ns.ns(ns).memo(self.epoch, d, port) {
+                    *m = Some((s, q, port));
+                    continue;
+                }
+            }
+            table.prefetch_namespace_slot(ns);
+        }
+        let many_sockets = table.many_sockets();
+        let mut owners: [Option<Owner<'a>>; MAX_GROUP] = [None; MAX_GROUP];
+        for ((((o, ns), &d), f), &memo) in owners
+            .iter_mut()
+            .zip(&owner_ns[..n])
+            .zip(&dst[..n])
+            .zip(frames)
+            .zip(&memos[..n])
+        {
+            let Some(ns) = *ns else { continue };
+            if memo.is_some() {
+                *o = Some(Owner {
+                    dst: d,
+                    ns,
+                    memo,
+                    slot: None,
+                });
+                continue;
+            }
             let slot = table.ns_slot(ns);
             if let Some(s) = slot {
                 if s.spills() {
@@ -749,7 +822,12 @@ impl<'a> RxCtx<'a> {
                     }
                 }
             }
-            *o = Some(Owner { dst: d, ns, slot });
+            *o = Some(Owner {
+                dst: d,
+                ns,
+                memo: None,
+                slot,
+            });
         }
         for (i, f) in frames.iter().enumerate() {
             self.frame(f, owners.get(i).copied().flatten());
@@ -768,7 +846,14 @@ impl<'a> RxCtx<'a> {
                 let dst = u32::from(d.dst);
                 // `classify` without a second lookup: an owner, unless limited broadcast.
                 let owner = match owner {
-                    Some(o) if o.dst == dst && dst != u32::MAX => Some((o.ns, o.slot)),
+                    Some(o) if o.dst == dst && dst != u32::MAX => match o.memo {
+                        Some((sock, q, port)) if port == d.dst_port => {
+                            self.unicast_remembered(o.ns, sock, q, &d);
+                            return;
+                        }
+                        Some(_) => Some((o.ns, self.table.ns_slot(o.ns))),
+                        None => Some((o.ns, o.slot)),
+                    },
                     _ => match OwnerTable::classify(self.family, self.dev, d.dst) {
                         Dest::Unicast(ns) => Some((ns, self.table.ns_slot(ns))),
                         _ => None,
@@ -825,6 +910,12 @@ impl<'a> RxCtx<'a> {
             .and_then(|(s, q)| q.or_else(|| self.table.socket_queue(s)).map(|q| (s, q)));
         match queue {
             Some((sock, q)) => {
+                // `q` is held by `table`, the snapshot of the worker's epoch.
+                let dst = match slot {
+                    Some(v) if v.any_dst(u.dst_port) => 0,
+                    _ => u32::from(u.dst),
+                };
+                c.remember(self.epoch, dst, u.dst_port, sock, q);
                 let meta = DgramMeta {
                     socket: sock,
                     ns,
@@ -847,10 +938,51 @@ impl<'a> RxCtx<'a> {
                 );
             }
             None => {
-                c.drop(NsDrop::NoSocket, 1);
+                self.ns.tx(ns).drop(NsDrop::NoSocket, 1);
                 self.no_socket(frame);
             }
         }
+    }
+
+    /// `unicast` to the socket and queue the namespace's memo gave (`RxCtx::group`).
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    fn unicast_remembered(
+        &mut self,
+        ns: NsId,
+        sock: SocketId,
+        queue: *const SocketQueue,
+        u: &wire::UdpDatagram<'_>,
+    ) {
+        let c = self.ns.ns(ns);
+        c.rx_packets.inc();
+        c.rx_bytes.add(u64::from(u.ip_len));
+        let meta = DgramMeta {
+            socket: sock,
+            ns,
+            src: u.src,
+            src_port: u.src_port,
+            dst: u.dst,
+            dst_port: u.dst_port,
+            dev: self.dev.0,
+            version: self.version,
+            ..Default::default()
+        };
+        stage_at(
+            self.staging,
+            self.pools,
+            (self.worker, self.burst),
+            queue,
+            // SAFETY: the memo was written in this epoch from an `Arc` that the epoch's
+            // snapshot holds (`unicast`), and the worker keeps that snapshot (`Worker::seen`)
+            // for as long as the epoch lasts, so the count is at least one here.
+            || unsafe {
+                Arc::increment_strong_count(queue);
+                Arc::from_raw(queue)
+            },
+            meta,
+            u.payload,
+        );
     }
 
     /// Answers a datagram no socket took (the ICMP error quotes the whole parsed header).

@@ -78,8 +78,8 @@ impl Fixture {
         a.rx_packets.add(3);
         a.rx_bytes.add(100);
         a.delivered.add(3);
-        a.drop(NsDrop::NoSocket, 1);
         let a = w0.tx(WEB1);
+        a.drop(NsDrop::NoSocket, 1);
         a.tx_packets.add(7);
         a.tx_bytes.add(700);
         a.tx_spoofed.inc();
@@ -89,9 +89,9 @@ impl Fixture {
         b.rx_bytes.add(50);
         b.delivered.inc();
         b.broadcast_delivered.inc();
-        self.stats.control.writer().ns(WEB1).drop(NsDrop::NsGone, 2);
+        self.stats.control.writer().tx(WEB1).drop(NsDrop::NsGone, 2);
         w1.ns(WEB2).delivered.add(9);
-        w1.ns(WEB2).drop(NsDrop::QueueFull, 4);
+        w1.tx(WEB2).drop(NsDrop::QueueFull, 4);
 
         let (p0, p1) = (&self.stats.workers[0].ports, &self.stats.workers[1].ports);
         p0[0].rx_packets.add(10);

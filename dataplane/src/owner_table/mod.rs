@@ -241,6 +241,15 @@ impl NsSlot {
         self.socket_and_queue(proto, dst, port).map(|(s, _)| s)
     }
 
+    /// Whether R9 gives every address of the namespace the same UDP socket on `port`: the
+    /// inline copy holds every binding and none on `port` names an address.
+    #[inline]
+    pub fn any_dst(&self, port: u16) -> bool {
+        let h = &self.hot;
+        usize::from(h.len) <= HOT
+            && (0..usize::from(h.len)).all(|i| h.ports[i] != port || h.addrs[i] == 0)
+    }
+
     /// The socket R9 picks and, when the slot holds it, its queue (else ask
     /// `OwnerTable::socket_queue`).
     #[inline]
