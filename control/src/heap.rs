@@ -83,7 +83,7 @@ pub fn hugetlb_value(tunables: &str) -> Option<&str> {
         .filter_map(|kv| kv.split_once('='))
         .filter(|(k, _)| k.trim() == TUNABLE)
         .map(|(_, v)| v)
-        .last()
+        .next_back()
 }
 
 /// What the process runs with, for the start-up line.
@@ -138,7 +138,7 @@ pub fn apply(mode: HeapMode) -> HeapStatus {
     let mut exec_error = None;
     if let Some(value) = tunables_for(mode, existing.as_deref()) {
         if let Err(e) = reexec(&value) {
-            let prog = std::env::args()
+            let prog = std::env::args_os()
                 .next()
                 .and_then(|a| {
                     std::path::Path::new(&a)
