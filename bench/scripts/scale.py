@@ -4,7 +4,9 @@
 Runs `l3ns-throughput --namespaces N --addrs-per-ns A --seconds S --only unicast --json` for every N in
 --namespaces and A in --addrs, --reps times each (interleaved: rep 1 of every point, then
 rep 2, ...), and records the unicast Mpps, the setup time and the child's peak RSS
-(ru_maxrss from wait4, i.e. VmHWM). Memory per namespace / per address is the peak-RSS
+(ru_maxrss from wait4, i.e. VmHWM). --heap (default thp) is passed to l3ns-throughput, which
+puts malloc's heap on huge pages as l3nsd does. Memory = peak RSS + the most hugetlbfs pages
+seen mapped (--heap hugetlb; those are not in RSS). Memory per namespace / per address is its
 delta against the 1-namespace point of the same series, divided by N (resp. N*A).
 Writes bench/results/scale.json and bench/results/scale.png (or .svg without matplotlib).
 """
@@ -19,13 +21,25 @@ sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 
 
-def run_point_rss(ns, addrs, seconds, timeout, tunables=""):
+def hugetlb_kib(pid):
+    """The hugetlbfs pages the process maps now (/proc/PID/status HugetlbPages; not in RSS)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("HugetlbPages:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def run_point_rss(ns, addrs, seconds, timeout, heap="thp"):
     """run_point, but spawn with fork/exec + wait4 to get the child's own ru_maxrss."""
     # Only the unicast scenario: the peak RSS is then the set-up plus the dataplane at work.
     # (A Prometheus render's text is bounded by the metrics' namespace cap, 10,000 by
     # default, not per namespace: RESULTS.md reports it apart.)
     cmd = [common.binary("l3ns-throughput"), "--namespaces", str(ns), "--addrs-per-ns",
-           str(addrs), "--seconds", str(seconds), "--only", "unicast", "--json"]
+           str(addrs), "--seconds", str(seconds), "--only", "unicast", "--json", "--heap", heap]
     load = common.loadavg()[0]
     t0 = time.time()
     r, w = os.pipe()
@@ -35,14 +49,15 @@ def run_point_rss(ns, addrs, seconds, timeout, tunables=""):
         os.dup2(w, 1)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
+        # The benchmark re-executes itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=N for
+        # --heap thp|hugetlb (same PID, so wait4's ru_maxrss still covers it); a tunable
+        # inherited from this shell would win over --heap, so it is dropped.
         env = dict(os.environ)
-        if tunables:
-            env["GLIBC_TUNABLES"] = tunables
-        else:
-            env.pop("GLIBC_TUNABLES", None)
+        env.pop("GLIBC_TUNABLES", None)
         os.execve(cmd[0], cmd, env)
     os.close(w)
     chunks = []
+    huge_max = 0
     deadline = t0 + timeout
     import select
     while True:
@@ -52,7 +67,10 @@ def run_point_rss(ns, addrs, seconds, timeout, tunables=""):
             os.waitpid(pid, 0)
             os.close(r)
             return {"namespaces": ns, "addrs_per_ns": addrs, "error": f"timeout {timeout}s"}
-        rd, _, _ = select.select([r], [], [], min(left, 1.0))
+        # --heap hugetlb: hugetlbfs pages are not in ru_maxrss; sample them (5 times a second:
+        # glibc keeps its arenas' top pages, so the last samples hold the peak in practice).
+        huge_max = max(huge_max, hugetlb_kib(pid))
+        rd, _, _ = select.select([r], [], [], min(left, 0.2))
         if rd:
             b = os.read(r, 65536)
             if not b:
@@ -76,6 +94,10 @@ def run_point_rss(ns, addrs, seconds, timeout, tunables=""):
         "unicast_deliveries": sc["unicast"]["deliveries"],
         "unicast_packets": sc["unicast"]["packets"],
         "peak_rss_kib": ru.ru_maxrss,
+        "hugetlb_kib_max": huge_max,
+        "memory_kib": ru.ru_maxrss + huge_max,
+        "heap": heap,
+        "glibc_malloc_hugetlb": j.get("glibc_malloc_hugetlb"),
         "wall_seconds": wall,
         "loadavg_1m_at_start": load,
         "raw": j,
@@ -182,10 +204,11 @@ def main():
     ap.add_argument("--seconds", type=float, default=1.0, help="seconds per scenario")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run")
-    ap.add_argument("--huge-pages", action="store_true",
-                    help="run the benchmark with GLIBC_TUNABLES=glibc.malloc.hugetlb=1: glibc's malloc "
-                         "then asks for transparent huge pages (madvise) for its heap, which cuts the "
-                         "TLB misses of the per-namespace data at large counts")
+    ap.add_argument("--heap", choices=["thp", "hugetlb", "system"], default="thp",
+                    help="passed to l3ns-throughput --heap (as l3nsd's --heap): thp = "
+                         "glibc.malloc.hugetlb=1, malloc's heap on transparent huge pages (madvise), "
+                         "the default; hugetlb = glibc.malloc.hugetlb=2, reserved 2 MiB hugetlbfs "
+                         "pages (normal pages when none are free); system = malloc left alone")
     ap.add_argument("--out", default="scale.json")
     ap.add_argument("--plot-only", metavar="JSON[=LABEL],...",
                     help="only redraw: merge the series of these result files (labelled LABEL "
@@ -208,8 +231,7 @@ def main():
     for rep in range(args.reps):
         for a in addrs:
             for n in nss:
-                r = run_point_rss(n, a, args.seconds, args.timeout,
-                                  "glibc.malloc.hugetlb=1" if args.huge_pages else "")
+                r = run_point_rss(n, a, args.seconds, args.timeout, args.heap)
                 r["rep"] = rep
                 runs.append(r)
                 if "error" in r:
@@ -217,7 +239,7 @@ def main():
                 else:
                     print(f"rep {rep} ns={n:>6} a={a:>2} addrs={r['addresses']:>7} "
                           f"setup={r['setup_seconds']:7.1f}s unicast={r['unicast_mpps']:6.2f} Mpps "
-                          f"peakRSS={r['peak_rss_kib'] / 1024:7.1f} MiB load={r['loadavg_1m_at_start']}",
+                          f"peakRSS={r['peak_rss_kib'] / 1024:7.1f} MiB hugetlb={r['hugetlb_kib_max'] / 1024:5.1f} MiB load={r['loadavg_1m_at_start']}",
                           flush=True)
     series = {}
     for a in addrs:
@@ -234,11 +256,13 @@ def main():
                 "unicast_mpps": common.summary([r["unicast_mpps"] for r in ok]),
                 "setup_seconds": common.summary([r["setup_seconds"] for r in ok]),
                 "peak_rss_kib": common.summary([r["peak_rss_kib"] for r in ok]),
+                "hugetlb_kib_max": common.summary([r["hugetlb_kib_max"] for r in ok]),
+                "memory_kib": common.summary([r["memory_kib"] for r in ok]),
             }
             if n == min(nss):
                 base = p
             if base is not None and n > base["namespaces"]:
-                d = (p["peak_rss_kib"]["median"] - base["peak_rss_kib"]["median"]) * 1024
+                d = (p["memory_kib"]["median"] - base["memory_kib"]["median"]) * 1024
                 dn = n - base["namespaces"]
                 p["rss_delta_bytes_vs_smallest"] = d
                 p["rss_bytes_per_namespace"] = d / dn
@@ -249,16 +273,17 @@ def main():
         series[a] = pts
     print()
     print(f"{'addr/ns':>7} {'namespaces':>10} {'addresses':>9} {'Mpps med':>9} {'min..max':>14} "
-          f"{'vs 1 ns':>7} {'setup s':>8} {'peak RSS MiB':>12} {'B/ns':>7} {'B/addr':>7}")
+          f"{'vs 1 ns':>7} {'setup s':>8} {'peak RSS MiB':>12} {'hugetlb MiB':>11} {'B/ns':>7} {'B/addr':>7}")
     for a, pts in series.items():
         for p in pts:
             u = p["unicast_mpps"]
             print(f"{a:>7} {p['namespaces']:>10} {p['addresses']:>9} {u['median']:>9.2f} "
                   f"{u['min']:>6.2f}..{u['max']:<6.2f} {p.get('mpps_ratio_vs_smallest', 1):>7.2f} "
                   f"{p['setup_seconds']['median']:>8.1f} {p['peak_rss_kib']['median'] / 1024:>12.1f} "
+                  f"{p['hugetlb_kib_max']['median'] / 1024:>11.1f} "
                   f"{p.get('rss_bytes_per_namespace', float('nan')):>7.0f} "
                   f"{p.get('rss_bytes_per_address', float('nan')):>7.0f}")
-    # The marginal cost of an address: at a fixed number of namespaces, the peak-RSS delta
+    # The marginal cost of an address: at a fixed number of namespaces, the memory delta
     # between the fewest and each larger number of addresses per namespace.
     per_address = []
     for n in nss:
@@ -268,20 +293,24 @@ def main():
         lo = min(pts, key=lambda p: p["addresses"])
         for p in pts:
             if p["addresses"] > lo["addresses"]:
-                d = (p["peak_rss_kib"]["median"] - lo["peak_rss_kib"]["median"]) * 1024
+                d = (p["memory_kib"]["median"] - lo["memory_kib"]["median"]) * 1024
                 e = {"namespaces": n, "from_addresses": lo["addresses"], "to_addresses": p["addresses"],
                      "rss_bytes_per_address_added": d / (p["addresses"] - lo["addresses"])}
                 per_address.append(e)
                 print(f"{n} namespaces, {lo['addresses']} -> {p['addresses']} addresses: "
-                      f"{e['rss_bytes_per_address_added']:.0f} B of peak RSS per address added")
+                      f"{e['rss_bytes_per_address_added']:.0f} B of peak RSS (+ hugetlb) per address added")
     info["loadavg_end"] = common.loadavg()
-    info["glibc_tunables"] = "glibc.malloc.hugetlb=1" if args.huge_pages else ""
+    info["heap"] = args.heap
+    info["glibc_malloc_hugetlb"] = sorted({str(r.get("glibc_malloc_hugetlb")) for r in runs
+                                           if "error" not in r})
+    with open(common.HUGEPAGES_FREE) as f:
+        info["free_hugepages_2m_at_end"] = int(f.read().strip() or 0)
     out = {
         "per_address": per_address,
         "machine": info,
         "command": "bench/scripts/scale.py " + " ".join(sys.argv[1:]),
         "what": "l3ns-throughput unicast Mpps (one worker core, memory port) and child peak RSS "
-                "(wait4 ru_maxrss = VmHWM); memory per namespace/address = peak-RSS delta vs the "
+                "(wait4 ru_maxrss = VmHWM); memory per namespace/address = delta of peak RSS + hugetlbfs pages mapped vs the "
                 "smallest point of the series",
         "series": {str(a): pts for a, pts in series.items()},
         "runs": runs,

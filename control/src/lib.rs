@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod heap;
 pub mod metrics;
 pub mod model;
 pub mod publish;

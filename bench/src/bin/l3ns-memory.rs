@@ -9,6 +9,7 @@
 //! every namespace; and the peak while the set-up batch is published.
 
 use clap::Parser;
+use l3ns_control::heap::{self, HeapMode};
 use l3ns_control::model::Model;
 use l3ns_control::runtime::Runtime;
 use l3ns_dataplane::counters::WorkerCounters;
@@ -43,6 +44,8 @@ struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = HeapMode::Thp, help = heap::HELP)]
+    heap: HeapMode,
 }
 
 #[derive(Serialize, Clone, Copy, Default)]
@@ -165,6 +168,8 @@ fn measure(n: usize, a: usize) -> Point {
 
 fn main() {
     let args = Args::parse();
+    // Before anything else, as in l3nsd: may re-execute the program.
+    let heap_status = heap::apply(args.heap);
     let points: Vec<Point> = args
         .namespaces
         .iter()
@@ -175,6 +180,7 @@ fn main() {
         println!("{}", serde_json::to_string_pretty(&points).unwrap());
         return;
     }
+    println!("{heap_status} (live heap bytes do not depend on it)");
     let first = points[0];
     println!(
         "{:>9} {:>9} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10}",

@@ -11,6 +11,7 @@
 //! `--json` prints one JSON object; otherwise a table.
 
 use clap::Parser;
+use l3ns_control::heap::{self, HeapMode};
 use l3ns_control::runtime::Runtime;
 use l3ns_dataplane::port::memory::{memory_pair, Generator, MemoryPort, Pace, TxMode};
 use l3ns_dataplane::port::{Port, PortInfo};
@@ -66,6 +67,8 @@ struct Args {
         default_value = "ceiling,unicast,mix,churn,scrape,again"
     )]
     only: Vec<String>,
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = HeapMode::Thp, help = heap::HELP)]
+    heap: HeapMode,
 }
 
 const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -438,6 +441,8 @@ fn ceiling(args: &Args, frames: Vec<Vec<u8>>) -> Scenario {
 
 fn main() {
     let args = Args::parse();
+    // Before anything else, as in l3nsd: may re-execute the program.
+    let heap_status = heap::apply(args.heap);
     let t = Instant::now();
     let mut s = setup(&args);
     let setup_s = t.elapsed().as_secs_f64();
@@ -500,6 +505,8 @@ fn main() {
             "namespaces": args.namespaces,
             "addresses": args.namespaces * args.addrs_per_ns,
             "setup_seconds": setup_s,
+            "heap": args.heap.name(),
+            "glibc_malloc_hugetlb": heap_status.tunable,
             "scenarios": results,
             "unicast_vs_ceiling": unicast_vs_ceiling,
             "churn_throughput_drop": churn_drop,
@@ -508,7 +515,7 @@ fn main() {
         println!("{}", serde_json::to_string_pretty(&out).unwrap());
         return;
     }
-    println!("{} namespaces x {} addresses ({} addresses), setup {:.1} s, {} s per scenario, one worker core", args.namespaces, args.addrs_per_ns, s.owned.len(), setup_s, args.seconds);
+    println!("{} namespaces x {} addresses ({} addresses), setup {:.1} s, {} s per scenario, one worker core, {heap_status}", args.namespaces, args.addrs_per_ns, s.owned.len(), setup_s, args.seconds);
     println!(
         "{:<40} {:>10} {:>8} {:>8} {:>14} {:>10} {:>9}",
         "scenario", "Mpps", "ns/pkt", "cpu ns", "deliveries/s", "dropped", "changes"

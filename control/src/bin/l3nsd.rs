@@ -3,6 +3,7 @@
 use clap::Parser;
 use l3ns_control::config::Listen;
 use l3ns_control::daemon::{self, Options};
+use l3ns_control::heap::{self, HeapMode};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -58,6 +59,9 @@ struct Cli {
     /// Seconds between two tables.
     #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "1")]
     interval: Duration,
+
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = HeapMode::Thp, help = heap::HELP)]
+    heap: HeapMode,
 }
 
 const AFTER_HELP: &str = "\
@@ -87,6 +91,8 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 fn main() {
     let cli = Cli::parse();
+    // Before anything else (threads, DPDK's EAL): may re-execute the program.
+    let heap = heap::apply(cli.heap);
     let opts = Options {
         config: cli.config,
         state: cli.state,
@@ -125,6 +131,9 @@ fn main() {
         }
     }
     let mut out = std::io::stdout();
+    if !cli.quiet {
+        println!("l3nsd: {heap}");
+    }
     if let Err(e) = daemon::run(&opts, stop, &mut out) {
         eprintln!("l3nsd: error: {e}");
         std::process::exit(e.exit_code());
