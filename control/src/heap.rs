@@ -8,17 +8,28 @@
 //! EAL), re-executes the program (`/proc/self/exe`, same argv) with the tunable added to the
 //! environment; after that the variable holds the setting and no second re-exec happens.
 //! An operator's own `glibc.malloc.hugetlb` in `GLIBC_TUNABLES` always wins.
+//!
+//! With transparent huge pages glibc advises only its main arena and its mmapped chunks;
+//! the arenas it makes for other threads stay on 4 KiB pages, and l3nsd's control thread
+//! builds the snapshot and each worker grows its counters there. So `thp` also sets
+//! `glibc.malloc.arena_max=1` (unless the operator set it): every thread allocates from the
+//! main arena (the per-thread caches still serve small blocks without its lock; the packet
+//! path does not allocate). Measured at 100,000 namespaces: 15.4 -> 16.3 Mpps (medians of 4).
 
 use std::fmt;
 
 /// The tunable's name in `GLIBC_TUNABLES`.
 pub const TUNABLE: &str = "glibc.malloc.hugetlb";
 
+/// The number of malloc arenas (set to 1 with `thp`, see the module's documentation).
+pub const ARENAS: &str = "glibc.malloc.arena_max";
+
 /// `--heap`: how malloc's heap is backed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum HeapMode {
-    /// glibc.malloc.hugetlb=1: transparent huge pages via madvise, no reservation; harmless
-    /// where THP is off.
+    /// glibc.malloc.hugetlb=1 and glibc.malloc.arena_max=1: transparent huge pages via
+    /// madvise for one arena that every thread shares, no reservation; harmless where THP is
+    /// off.
     #[default]
     Thp,
     /// glibc.malloc.hugetlb=2: reserved 2 MiB hugetlbfs pages (falls back to normal pages
@@ -62,7 +73,10 @@ else starts; a glibc.malloc.hugetlb already in GLIBC_TUNABLES wins over this opt
 /// re-exec is needed (`system`, or the variable already sets `glibc.malloc.hugetlb`).
 pub fn tunables_for(mode: HeapMode, existing: Option<&str>) -> Option<String> {
     let v = mode.tunable_value()?;
-    let add = format!("{TUNABLE}={v}");
+    let mut add = format!("{TUNABLE}={v}");
+    if mode == HeapMode::Thp && existing.and_then(|e| value_of(e, ARENAS)).is_none() {
+        add.push_str(&format!(":{ARENAS}=1"));
+    }
     match existing {
         Some(e) if sets_hugetlb(e) => None,
         Some(e) if !e.is_empty() => Some(format!("{e}:{add}")),
@@ -78,10 +92,15 @@ fn sets_hugetlb(tunables: &str) -> bool {
 /// The value `GLIBC_TUNABLES` gives `glibc.malloc.hugetlb` (the last one, as glibc reads
 /// them in order).
 pub fn hugetlb_value(tunables: &str) -> Option<&str> {
+    value_of(tunables, TUNABLE)
+}
+
+/// The value `GLIBC_TUNABLES` gives the tunable `name` (the last one).
+fn value_of<'a>(tunables: &'a str, name: &str) -> Option<&'a str> {
     tunables
         .split(':')
         .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| k.trim() == TUNABLE)
+        .filter(|(k, _)| k.trim() == name)
         .map(|(_, v)| v)
         .next_back()
 }
@@ -191,7 +210,7 @@ mod tests {
         use HeapMode::*;
         assert_eq!(
             tunables_for(Thp, None).as_deref(),
-            Some("glibc.malloc.hugetlb=1")
+            Some("glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1")
         );
         assert_eq!(
             tunables_for(Hugetlb, None).as_deref(),
@@ -201,9 +220,13 @@ mod tests {
         assert_eq!(tunables_for(System, Some("glibc.malloc.hugetlb=1")), None);
         assert_eq!(
             tunables_for(Thp, Some("")).as_deref(),
-            Some("glibc.malloc.hugetlb=1")
+            Some("glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1")
         );
-        // Other tunables are kept, ours is appended.
+        assert_eq!(
+            tunables_for(Thp, Some("glibc.malloc.tcache_count=7")).as_deref(),
+            Some("glibc.malloc.tcache_count=7:glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1")
+        );
+        // Other tunables are kept, ours is appended; an operator's arena_max is kept.
         assert_eq!(
             tunables_for(Thp, Some("glibc.malloc.arena_max=2")).as_deref(),
             Some("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1")
@@ -221,7 +244,7 @@ mod tests {
         // A look-alike name is not the setting.
         assert_eq!(
             tunables_for(Thp, Some("glibc.malloc.hugetlbx=0")).as_deref(),
-            Some("glibc.malloc.hugetlbx=0:glibc.malloc.hugetlb=1")
+            Some("glibc.malloc.hugetlbx=0:glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1")
         );
     }
 
