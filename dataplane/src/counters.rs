@@ -69,14 +69,19 @@ pub struct NsCounters {
 
 impl NsCounters {
     /// The socket and queue remembered for `(dst, port)`, or for `port` at any address of
-    /// the namespace (`remember` with `dst` 0), in the snapshot the writer knows as `epoch`
-    /// (never for epoch 0).
+    /// the namespace (`remember` with `dst` 0), under the sockets generation `generation`
+    /// (`OwnerTable::sockets_gen`; never 0).
     #[inline(always)]
-    pub fn memo(&self, epoch: u64, dst: u32, port: u16) -> Option<(SocketId, *const SocketQueue)> {
+    pub fn memo(
+        &self,
+        generation: u64,
+        dst: u32,
+        port: u16,
+    ) -> Option<(SocketId, *const SocketQueue)> {
         let m = &self.memo;
         let key = m.key.load(Ordering::Relaxed);
-        if m.epoch.load(Ordering::Relaxed) == epoch
-            && epoch != 0
+        if m.generation.load(Ordering::Relaxed) == generation
+            && generation != 0
             && (key == SocketMemo::key(dst, port) || key == SocketMemo::key(0, port))
         {
             let q = m.queue.load(Ordering::Relaxed);
@@ -87,21 +92,21 @@ impl NsCounters {
         None
     }
 
-    /// Remembers R9's answer for `(dst, port)` in the snapshot known as `epoch`; `dst` 0 when
-    /// the answer is the same at every address the namespace owns (no socket is bound to a
-    /// particular address on `port`). The caller keeps that snapshot, which holds `queue`,
-    /// alive for as long as it is the epoch's.
+    /// Remembers R9's answer for `(dst, port)` under the sockets generation `generation`;
+    /// `dst` 0 when the answer is the same at every address the namespace owns (no socket is
+    /// bound to a particular address on `port`). Every snapshot of that generation holds
+    /// `queue`.
     #[inline(always)]
     pub fn remember(
         &self,
-        epoch: u64,
+        generation: u64,
         dst: u32,
         port: u16,
         socket: SocketId,
         queue: &Arc<SocketQueue>,
     ) {
         let m = &self.memo;
-        m.epoch.store(epoch, Ordering::Relaxed);
+        m.generation.store(generation, Ordering::Relaxed);
         m.key.store(SocketMemo::key(dst, port), Ordering::Relaxed);
         m.socket.store(u64::from(socket.0), Ordering::Relaxed);
         m.queue
@@ -113,7 +118,7 @@ impl NsCounters {
 /// relaxed order so that the line can sit beside cells other threads read).
 #[derive(Debug, Default)]
 struct SocketMemo {
-    epoch: AtomicU64,
+    generation: AtomicU64,
     key: AtomicU64,
     socket: AtomicU64,
     queue: AtomicPtr<SocketQueue>,
@@ -258,19 +263,34 @@ impl PortCounters {
     }
 }
 
-const NS_CHUNK: usize = 256;
+/// Namespaces per chunk: 16,382 × 128 bytes, which with malloc's overhead for a 64-byte
+/// aligned block (at most 112 bytes) is one 2 MiB mapping that malloc makes apart (above its
+/// mmap threshold) and, with `--heap thp`, advises for a transparent huge page, whichever
+/// thread allocates it (a worker, on its first packet to a new chunk; glibc advises only its
+/// main arena, not a worker's). A mapping of exactly 2 MiB is one the kernel aligns to 2 MiB
+/// (with 16,384 the mappings were 2 MiB + 4 KiB, misaligned, and got no huge page). With many
+/// namespaces the receive line is touched at random, and 4 KiB pages made it a TLB miss as
+/// well as a cache miss.
+const NS_CHUNK: usize = 16_382;
+const _: () = assert!(NS_CHUNK * std::mem::size_of::<NsLines>() + 112 <= 2 << 20);
+
+/// One namespace's two lines of one writer.
+#[derive(Debug, Default)]
+struct NsLines {
+    rx: NsCounters,
+    tx: NsTxCounters,
+}
+
 /// The counters of `NS_CHUNK` consecutive namespaces.
 #[derive(Debug)]
 struct NsChunk {
-    rx: [NsCounters; NS_CHUNK],
-    tx: [NsTxCounters; NS_CHUNK],
+    lines: Box<[NsLines]>,
 }
 
 impl NsChunk {
     fn new() -> Arc<Self> {
         Arc::new(NsChunk {
-            rx: std::array::from_fn(|_| NsCounters::default()),
-            tx: std::array::from_fn(|_| NsTxCounters::default()),
+            lines: (0..NS_CHUNK).map(|_| NsLines::default()).collect(),
         })
     }
 }
@@ -307,8 +327,8 @@ impl WorkerCounters {
     pub fn ns(&self, ns: NsId) -> Option<NsSnapshot> {
         let chunks = self.chunks.load();
         let c = chunks.get(ns.0 as usize / NS_CHUNK)?;
-        let i = ns.0 as usize % NS_CHUNK;
-        Some(NsSnapshot::of(&c.rx[i], &c.tx[i]))
+        let l = &c.lines[ns.0 as usize % NS_CHUNK];
+        Some(NsSnapshot::of(&l.rx, &l.tx))
     }
 }
 
@@ -322,13 +342,13 @@ impl NsWriter {
     /// The receive counters of `ns`.
     #[inline(always)]
     pub fn ns(&mut self, ns: NsId) -> &NsCounters {
-        &self.chunk(ns).rx[ns.0 as usize % NS_CHUNK]
+        &self.chunk(ns).lines[ns.0 as usize % NS_CHUNK].rx
     }
 
     /// The transmit counters of `ns`.
     #[inline(always)]
     pub fn tx(&mut self, ns: NsId) -> &NsTxCounters {
-        &self.chunk(ns).tx[ns.0 as usize % NS_CHUNK]
+        &self.chunk(ns).lines[ns.0 as usize % NS_CHUNK].tx
     }
 
     #[inline(always)]
@@ -484,7 +504,7 @@ mod tests {
     fn a_namespace_costs_96_bytes_per_writer_and_rx_and_tx_cells_are_apart() {
         // The memory target of issue 7 (<= 1 KiB per namespace in the whole process) counts
         // these once per worker and once for the control thread.
-        assert_eq!(std::mem::size_of::<NsChunk>(), 128 * NS_CHUNK);
+        assert_eq!(std::mem::size_of::<NsLines>(), 128);
         assert_eq!(std::mem::size_of::<NsCounters>(), 64);
         let stats = Stats::new(1, vec![]);
         let mut w = stats.workers[0].writer();

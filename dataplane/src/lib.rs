@@ -5,7 +5,7 @@
 //! `rules` (the pure rule functions). `unsafe` code is denied everywhere except in the port
 //! backends that talk to the kernel or DPDK, in `prefetch` (one cache hint, see there), and in
 //! `worker`'s `unicast_remembered` (one reference count taken on a socket queue that the
-//! snapshot the worker holds keeps alive, see `Worker::seen`).
+//! snapshot the worker holds keeps alive, see `OwnerTable::sockets_gen`).
 #![deny(unsafe_code)]
 
 pub mod api;

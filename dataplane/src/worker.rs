@@ -190,11 +190,6 @@ pub struct Worker<P: Port> {
     arp_asked: HashMap<(u16, Ipv4Addr), Instant>,
     icmp_tokens: f64,
     icmp_refill: Instant,
-    /// The snapshot this worker last polled with, kept alive while it is `epoch`'s: the
-    /// socket memos (`NsCounters::memo`) of that epoch point at queues it holds.
-    seen: Option<Arc<OwnerTable>>,
-    /// Bumped whenever a poll finds a snapshot other than `seen` (0: none yet).
-    epoch: u64,
 }
 
 impl<P: Port> Worker<P> {
@@ -231,8 +226,6 @@ impl<P: Port> Worker<P> {
             waiting: Vec::new(),
             arp_asked: HashMap::new(),
             icmp_refill: Instant::now(),
-            seen: None,
-            epoch: 0,
         }
     }
 
@@ -281,11 +274,6 @@ impl<P: Port> Worker<P> {
     /// One poll of every port and of the send queue. Returns the packets handled.
     pub fn poll(&mut self, now: Instant) -> usize {
         let table = self.shared.table.load_full();
-        if !self.seen.as_ref().is_some_and(|t| Arc::ptr_eq(t, &table)) {
-            // Every memo of the old epoch is stale from here on (and its queues may go).
-            self.epoch += 1;
-            self.seen = Some(table.clone());
-        }
         let mut work = 0;
         for p in 0..self.ports.len() {
             work += self.rx_port(&table, p, now);
@@ -350,7 +338,7 @@ impl<P: Port> Worker<P> {
             dev,
             mac,
             version,
-            epoch: self.epoch,
+            sockets_gen: table.sockets_gen(),
             port_index: p,
             pc: &self.counters.ports[index],
             ns: &mut self.ns,
@@ -709,8 +697,9 @@ struct RxCtx<'a> {
     dev: DevId,
     mac: MacAddr,
     version: u64,
-    /// The worker's epoch for `table` (see `Worker::epoch`).
-    epoch: u64,
+    /// `table.sockets_gen()`: the socket memos written under it are valid (see
+    /// `OwnerTable::sockets_gen`).
+    sockets_gen: u64,
     port_index: usize,
     pc: &'a PortCounters,
     ns: &'a mut NsWriter,
@@ -777,7 +766,7 @@ impl<'a> RxCtx<'a> {
             let Some(ns) = *ns else { continue };
             if let Some(p) = f.get(36..38) {
                 let port = u16::from_be_bytes([p[0], p[1]]);
-                if let Some((s, q)) = self.ns.ns(ns).memo(self.epoch, d, port) {
+                if let Some((s, q)) = self.ns.ns(ns).memo(self.sockets_gen, d, port) {
                     *m = Some((s, q, port));
                     continue;
                 }
@@ -910,12 +899,12 @@ impl<'a> RxCtx<'a> {
             .and_then(|(s, q)| q.or_else(|| self.table.socket_queue(s)).map(|q| (s, q)));
         match queue {
             Some((sock, q)) => {
-                // `q` is held by `table`, the snapshot of the worker's epoch.
+                // `q` is held by `table`, and by every snapshot with its sockets generation.
                 let dst = match slot {
                     Some(v) if v.any_dst(u.dst_port) => 0,
                     _ => u32::from(u.dst),
                 };
-                c.remember(self.epoch, dst, u.dst_port, sock, q);
+                c.remember(self.sockets_gen, dst, u.dst_port, sock, q);
                 let meta = DgramMeta {
                     socket: sock,
                     ns,
@@ -973,9 +962,10 @@ impl<'a> RxCtx<'a> {
             self.pools,
             (self.worker, self.burst),
             queue,
-            // SAFETY: the memo was written in this epoch from an `Arc` that the epoch's
-            // snapshot holds (`unicast`), and the worker keeps that snapshot (`Worker::seen`)
-            // for as long as the epoch lasts, so the count is at least one here.
+            // SAFETY: the memo was written (`unicast`) from an `Arc` held by a snapshot with
+            // the sockets generation of `self.table` (`memo` checks it), so `self.table`,
+            // which this poll holds, holds that same `Arc` (`OwnerTable::sockets_gen`): the
+            // count is at least one here.
             || unsafe {
                 Arc::increment_strong_count(queue);
                 Arc::from_raw(queue)

@@ -436,6 +436,15 @@ pub struct OwnerTable {
     /// Socket id → the namespace whose view lists it (so that attaching a queue can refresh
     /// that namespace's slot).
     socket_ns: Chunked<NsId>,
+    /// Changes whenever a namespace's bindings or a socket's queue change (see
+    /// [`OwnerTable::sockets_gen`]).
+    sockets_gen: u64,
+}
+
+/// A value no snapshot has had as its `sockets_gen` (process-wide, never 0).
+fn fresh_sockets_gen() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Default for OwnerTable {
@@ -454,11 +463,23 @@ impl OwnerTable {
             namespaces: Chunked::new(),
             sockets: Chunked::new(),
             socket_ns: Chunked::new(),
+            sockets_gen: fresh_sockets_gen(),
         }
     }
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The generation of the sockets: a snapshot derived from another (cloned, then changed)
+    /// keeps its generation unless a namespace's bindings or a socket's queue changed, and a
+    /// new generation is one no snapshot had before. So two snapshots with the same
+    /// generation answer every R9 lookup (socket and queue) alike, with the same queue
+    /// `Arc`s — what the worker's socket memos (`NsCounters::memo`) rely on. Address moves
+    /// keep it.
+    #[inline(always)]
+    pub fn sockets_gen(&self) -> u64 {
+        self.sockets_gen
     }
 
     // ---- reads used by the packet path -------------------------------------------------
@@ -885,6 +906,14 @@ impl OwnerTable {
 
     /// Attaches (or, with `None`, detaches) a socket's queue.
     pub fn set_socket_queue(&mut self, id: SocketId, queue: Option<Arc<SocketQueue>>) {
+        let same = match (self.sockets.get(id.0 as usize), &queue) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.sockets_gen = fresh_sockets_gen();
+        }
         self.sockets.set(id.0 as usize, queue.clone());
         // The slot of the namespace that lists the socket keeps a copy.
         let Some(&ns) = self.socket_ns.get(id.0 as usize) else {
@@ -969,6 +998,7 @@ impl OwnerTable {
                     debug_assert_eq!(view.id, ns);
                     view.normalize();
                     if old_b != &view.bindings[..] {
+                        self.sockets_gen = fresh_sockets_gen();
                         if let Some(o) = old.as_deref() {
                             touch(self.family_index(o.family), ns, old_b);
                         }
@@ -983,6 +1013,7 @@ impl OwnerTable {
                 }
                 None => {
                     if let Some(o) = old.as_deref() {
+                        self.sockets_gen = fresh_sockets_gen();
                         touch(self.family_index(o.family), ns, old_b);
                         self.forget_sockets(ns, old_b);
                         self.namespaces.set(ns.0 as usize, None);
