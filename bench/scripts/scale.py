@@ -206,8 +206,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run")
     ap.add_argument("--heap", choices=["thp", "hugetlb", "system"], default="thp",
                     help="passed to l3ns-throughput --heap (as l3nsd's --heap): thp = "
-                         "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576, malloc's main "
-                         "arena and blocks of 2 MiB or more on transparent huge pages (madvise), "
+                         "glibc.malloc.hugetlb=1, malloc's heap on transparent huge pages (madvise), "
                          "the default; hugetlb = glibc.malloc.hugetlb=2, reserved 2 MiB hugetlbfs "
                          "pages (normal pages when none are free); system = malloc left alone")
     ap.add_argument("--out", default="scale.json")

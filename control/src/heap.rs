@@ -9,32 +9,24 @@
 //! environment; after that the variable holds the setting and no second re-exec happens.
 //! An operator's own `glibc.malloc.hugetlb` in `GLIBC_TUNABLES` always wins.
 //!
-//! With transparent huge pages glibc advises only its main arena and the blocks it maps
-//! apart (at least its mmap threshold, 2 MiB or more); the arenas it makes for other threads
-//! stay on 4 KiB pages, and each worker grows its per-namespace counters there, in 2 MiB
-//! blocks (`counters`). glibc raises its mmap threshold as mapped blocks are freed (a bulk
-//! set-up frees large ones), after which those blocks came from the worker's arena. So `thp`
-//! also fixes `glibc.malloc.mmap_threshold` at 1 MiB (unless the operator set it): every
-//! block of 2 MiB or more is then mapped apart and advised, whichever thread allocates it.
-//! (`glibc.malloc.arena_max=1` would put every thread on the main arena instead; measured, it
-//! made the worker wait on the control thread's arena lock under churn: 100,000 changes/s
-//! cost 14–18% instead of 6–8%.)
+//! glibc advises only its main arena and the blocks it maps apart; the arenas it makes for
+//! other threads (a worker's counters, the control thread's later snapshot updates in
+//! l3nsd) stay on 4 KiB pages. Tried and dropped: `glibc.malloc.arena_max=1` (every thread
+//! on the main arena) made the worker wait on the control thread's arena lock under churn
+//! (100,000 changes/s: 0.82-0.87 of unicast instead of 0.93-0.94); counters in 2 MiB blocks
+//! with a fixed mmap threshold cost 5% at one namespace and gained nothing measurable at
+//! 100,000 (`bench/RESULTS.md`).
 
 use std::fmt;
 
 /// The tunable's name in `GLIBC_TUNABLES`.
 pub const TUNABLE: &str = "glibc.malloc.hugetlb";
 
-/// The size from which malloc maps a block apart (fixed at 1 MiB with `thp`, see the
-/// module's documentation).
-pub const MMAP_THRESHOLD: &str = "glibc.malloc.mmap_threshold";
-
 /// `--heap`: how malloc's heap is backed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum HeapMode {
-    /// glibc.malloc.hugetlb=1 and glibc.malloc.mmap_threshold=1048576: transparent huge
-    /// pages via madvise for the main arena and for every block of 2 MiB or more, no
-    /// reservation; harmless where THP is off.
+    /// glibc.malloc.hugetlb=1: transparent huge pages via madvise, no reservation; harmless
+    /// where THP is off.
     #[default]
     Thp,
     /// glibc.malloc.hugetlb=2: reserved 2 MiB hugetlbfs pages (falls back to normal pages
@@ -78,10 +70,7 @@ else starts; a glibc.malloc.hugetlb already in GLIBC_TUNABLES wins over this opt
 /// re-exec is needed (`system`, or the variable already sets `glibc.malloc.hugetlb`).
 pub fn tunables_for(mode: HeapMode, existing: Option<&str>) -> Option<String> {
     let v = mode.tunable_value()?;
-    let mut add = format!("{TUNABLE}={v}");
-    if mode == HeapMode::Thp && existing.and_then(|e| value_of(e, MMAP_THRESHOLD)).is_none() {
-        add.push_str(&format!(":{MMAP_THRESHOLD}=1048576"));
-    }
+    let add = format!("{TUNABLE}={v}");
     match existing {
         Some(e) if sets_hugetlb(e) => None,
         Some(e) if !e.is_empty() => Some(format!("{e}:{add}")),
@@ -215,7 +204,7 @@ mod tests {
         use HeapMode::*;
         assert_eq!(
             tunables_for(Thp, None).as_deref(),
-            Some("glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576")
+            Some("glibc.malloc.hugetlb=1")
         );
         assert_eq!(
             tunables_for(Hugetlb, None).as_deref(),
@@ -225,16 +214,16 @@ mod tests {
         assert_eq!(tunables_for(System, Some("glibc.malloc.hugetlb=1")), None);
         assert_eq!(
             tunables_for(Thp, Some("")).as_deref(),
-            Some("glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576")
+            Some("glibc.malloc.hugetlb=1")
         );
         assert_eq!(
             tunables_for(Thp, Some("glibc.malloc.tcache_count=7")).as_deref(),
-            Some("glibc.malloc.tcache_count=7:glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576")
+            Some("glibc.malloc.tcache_count=7:glibc.malloc.hugetlb=1")
         );
-        // Other tunables are kept, ours is appended; an operator's mmap_threshold is kept.
+        // Other tunables are kept, ours is appended.
         assert_eq!(
-            tunables_for(Thp, Some("glibc.malloc.mmap_threshold=4096")).as_deref(),
-            Some("glibc.malloc.mmap_threshold=4096:glibc.malloc.hugetlb=1")
+            tunables_for(Thp, Some("glibc.malloc.arena_max=2")).as_deref(),
+            Some("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1")
         );
         // An operator's own setting wins (no re-exec), whatever its value and place.
         for e in [
@@ -249,7 +238,7 @@ mod tests {
         // A look-alike name is not the setting.
         assert_eq!(
             tunables_for(Thp, Some("glibc.malloc.hugetlbx=0")).as_deref(),
-            Some("glibc.malloc.hugetlbx=0:glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576")
+            Some("glibc.malloc.hugetlbx=0:glibc.malloc.hugetlb=1")
         );
     }
 

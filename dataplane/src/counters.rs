@@ -263,34 +263,19 @@ impl PortCounters {
     }
 }
 
-/// Namespaces per chunk: 16,382 × 128 bytes, which with malloc's overhead for a 64-byte
-/// aligned block (at most 112 bytes) is one 2 MiB mapping that malloc makes apart (above its
-/// mmap threshold) and, with `--heap thp`, advises for a transparent huge page, whichever
-/// thread allocates it (a worker, on its first packet to a new chunk; glibc advises only its
-/// main arena, not a worker's). A mapping of exactly 2 MiB is one the kernel aligns to 2 MiB
-/// (with 16,384 the mappings were 2 MiB + 4 KiB, misaligned, and got no huge page). With many
-/// namespaces the receive line is touched at random, and 4 KiB pages made it a TLB miss as
-/// well as a cache miss.
-const NS_CHUNK: usize = 16_382;
-const _: () = assert!(NS_CHUNK * std::mem::size_of::<NsLines>() + 112 <= 2 << 20);
-
-/// One namespace's two lines of one writer.
-#[derive(Debug, Default)]
-struct NsLines {
-    rx: NsCounters,
-    tx: NsTxCounters,
-}
-
+const NS_CHUNK: usize = 256;
 /// The counters of `NS_CHUNK` consecutive namespaces.
 #[derive(Debug)]
 struct NsChunk {
-    lines: Box<[NsLines]>,
+    rx: [NsCounters; NS_CHUNK],
+    tx: [NsTxCounters; NS_CHUNK],
 }
 
 impl NsChunk {
     fn new() -> Arc<Self> {
         Arc::new(NsChunk {
-            lines: (0..NS_CHUNK).map(|_| NsLines::default()).collect(),
+            rx: std::array::from_fn(|_| NsCounters::default()),
+            tx: std::array::from_fn(|_| NsTxCounters::default()),
         })
     }
 }
@@ -327,8 +312,8 @@ impl WorkerCounters {
     pub fn ns(&self, ns: NsId) -> Option<NsSnapshot> {
         let chunks = self.chunks.load();
         let c = chunks.get(ns.0 as usize / NS_CHUNK)?;
-        let l = &c.lines[ns.0 as usize % NS_CHUNK];
-        Some(NsSnapshot::of(&l.rx, &l.tx))
+        let i = ns.0 as usize % NS_CHUNK;
+        Some(NsSnapshot::of(&c.rx[i], &c.tx[i]))
     }
 }
 
@@ -342,13 +327,13 @@ impl NsWriter {
     /// The receive counters of `ns`.
     #[inline(always)]
     pub fn ns(&mut self, ns: NsId) -> &NsCounters {
-        &self.chunk(ns).lines[ns.0 as usize % NS_CHUNK].rx
+        &self.chunk(ns).rx[ns.0 as usize % NS_CHUNK]
     }
 
     /// The transmit counters of `ns`.
     #[inline(always)]
     pub fn tx(&mut self, ns: NsId) -> &NsTxCounters {
-        &self.chunk(ns).lines[ns.0 as usize % NS_CHUNK].tx
+        &self.chunk(ns).tx[ns.0 as usize % NS_CHUNK]
     }
 
     #[inline(always)]
@@ -504,7 +489,7 @@ mod tests {
     fn a_namespace_costs_96_bytes_per_writer_and_rx_and_tx_cells_are_apart() {
         // The memory target of issue 7 (<= 1 KiB per namespace in the whole process) counts
         // these once per worker and once for the control thread.
-        assert_eq!(std::mem::size_of::<NsLines>(), 128);
+        assert_eq!(std::mem::size_of::<NsChunk>(), 128 * NS_CHUNK);
         assert_eq!(std::mem::size_of::<NsCounters>(), 64);
         let stats = Stats::new(1, vec![]);
         let mut w = stats.workers[0].writer();
