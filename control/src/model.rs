@@ -1544,6 +1544,11 @@ impl Model {
         Ok(())
     }
 
+    /// Every namespace id so far is below this.
+    pub fn ns_id_bound(&self) -> u32 {
+        self.next_ns
+    }
+
     fn alloc_ns(&mut self) -> Result<NsId> {
         let id = NsId(self.next_ns);
         self.next_ns = self.next_ns.checked_add(1).ok_or_else(|| {

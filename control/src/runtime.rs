@@ -257,6 +257,10 @@ impl Runtime {
             return;
         }
         let closed = changes.closed_sockets.clone();
+        // The workers' counters for new namespaces are made here, before a worker can see
+        // them (see `WorkerCounters::reserve`).
+        self.stats
+            .reserve_workers(self.model.ns_id_bound() as usize);
         self.publisher.publish_owned(&self.model, changes, attach);
         self.metrics.published(self.publisher.last_publish);
         // Closed sockets: whatever was still queued is lost with them (R5 `ns_gone`).

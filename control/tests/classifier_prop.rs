@@ -93,6 +93,50 @@ fn expected(
     out
 }
 
+/// The frames for `packets` (destination choice, port) and how many datagrams each socket
+/// should get from them by the reference reading of the rules.
+fn frames_and_want(
+    n: &Net,
+    cands: &[Ipv4Addr],
+    packets: &[(usize, u16)],
+) -> (Vec<Vec<u8>>, BTreeMap<SocketId, usize>) {
+    let mut want: BTreeMap<SocketId, usize> = BTreeMap::new();
+    let mut frames = Vec::new();
+    for (i, (d, port)) in packets.iter().enumerate() {
+        let dst = cands[d % cands.len()];
+        if dst.is_unspecified() {
+            continue;
+        }
+        for s in expected(n.rt.model(), n.dev, dst, *port) {
+            *want.entry(s).or_default() += 1;
+        }
+        let bcast = dst.is_broadcast() || n.rt.model().ifaddrs().any(|i| i.broadcast == dst);
+        let mac = if bcast { [0xff; 6] } else { OUR_MAC };
+        frames.push(udp_frame(
+            mac,
+            PEER,
+            dst,
+            1000 + i as u16,
+            *port,
+            &[i as u8],
+        ));
+    }
+    (frames, want)
+}
+
+/// Counts what socket `id` received into `got`; each datagram must name the socket.
+fn drain(
+    id: SocketId,
+    s: &mut l3ns_dataplane::api::UdpSocket,
+    got: &mut BTreeMap<SocketId, usize>,
+) -> Result<(), TestCaseError> {
+    while let Some(d) = s.try_recv() {
+        prop_assert_eq!(d.meta.socket, id);
+        *got.entry(id).or_default() += 1;
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -117,26 +161,11 @@ proptest! {
                 sockets.insert(s.id(), s);
             }
         }
-        let mut want: BTreeMap<SocketId, usize> = BTreeMap::new();
-        let mut frames = Vec::new();
-        for (i, (d, port)) in c.packets.iter().enumerate() {
-            let dst = cands[d % cands.len()];
-            if dst.is_unspecified() {
-                continue;
-            }
-            for s in expected(n.rt.model(), n.dev, dst, *port) {
-                *want.entry(s).or_default() += 1;
-            }
-            let mac = if dst.is_broadcast() || n.rt.model().ifaddrs().any(|i| i.broadcast == dst) { [0xff; 6] } else { OUR_MAC };
-            frames.push(udp_frame(mac, PEER, dst, 1000 + i as u16, *port, &[i as u8]));
-        }
+        let (frames, want) = frames_and_want(&n, &cands, &c.packets);
         n.inject(frames);
         let mut got: BTreeMap<SocketId, usize> = BTreeMap::new();
         for (id, s) in sockets.iter_mut() {
-            while let Some(d) = s.try_recv() {
-                prop_assert_eq!(d.meta.socket, *id);
-                *got.entry(*id).or_default() += 1;
-            }
+            drain(*id, s, &mut got)?;
         }
         prop_assert_eq!(got, want);
     }
@@ -233,26 +262,11 @@ proptest! {
                     sockets.insert(s.id(), (nss[*ns], s));
                 }
             }
-            let mut want: BTreeMap<SocketId, usize> = BTreeMap::new();
-            let mut frames = Vec::new();
-            for (i, (d, port)) in r.packets.iter().enumerate() {
-                let dst = cands[d % cands.len()];
-                if dst.is_unspecified() {
-                    continue;
-                }
-                for s in expected(n.rt.model(), n.dev, dst, *port) {
-                    *want.entry(s).or_default() += 1;
-                }
-                let mac = if dst.is_broadcast() || n.rt.model().ifaddrs().any(|i| i.broadcast == dst) { [0xff; 6] } else { OUR_MAC };
-                frames.push(udp_frame(mac, PEER, dst, 1000 + i as u16, *port, &[i as u8]));
-            }
+            let (frames, want) = frames_and_want(&n, &cands, &r.packets);
             n.inject(frames);
             let mut got: BTreeMap<SocketId, usize> = BTreeMap::new();
             for (id, (_, s)) in sockets.iter_mut() {
-                while let Some(d) = s.try_recv() {
-                    prop_assert_eq!(d.meta.socket, *id);
-                    *got.entry(*id).or_default() += 1;
-                }
+                drain(*id, s, &mut got)?;
             }
             prop_assert_eq!(got, want);
         }

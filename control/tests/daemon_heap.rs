@@ -45,13 +45,7 @@ fn run(name: &str, args: &[&str], tunables: Option<&str>) -> (Option<String>, St
         .next();
     d.terminate();
     let out = d.wait(LIMIT);
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        text(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         !text(&out.stderr).contains("warning"),
         "{}",

@@ -26,13 +26,7 @@ fn demo_runs_and_every_namespace_counts() {
         ],
         LIMIT,
     );
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        text(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(stdout.contains("no --config given"), "{stdout}");
     let rows = last_table(&stdout);
     for ns in ["web1", "web2", "web3"] {

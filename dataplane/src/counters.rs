@@ -300,6 +300,27 @@ impl WorkerCounters {
         }
     }
 
+    /// Makes room for the namespaces below `n`, allocated by the calling thread: the control
+    /// side calls it as namespaces are made, so that a worker neither allocates on its packet
+    /// path nor keeps its counters in its own malloc arena (glibc puts only its main arena on
+    /// huge pages, `--heap thp`).
+    pub fn reserve(&self, n: usize) {
+        self.reserve_chunks(n.div_ceil(NS_CHUNK));
+    }
+
+    fn reserve_chunks(&self, n: usize) {
+        if self.chunks.load().len() >= n {
+            return;
+        }
+        self.chunks.rcu(|cur| {
+            let mut v: Vec<Arc<NsChunk>> = (**cur).clone();
+            while v.len() < n {
+                v.push(NsChunk::new());
+            }
+            v
+        });
+    }
+
     /// The writer's view; keep it and refresh only when `ns_mut` needs a new chunk.
     pub fn writer(self: &Arc<Self>) -> NsWriter {
         NsWriter {
@@ -345,15 +366,12 @@ impl NsWriter {
         &self.chunks[i]
     }
 
+    /// Takes the chunks `reserve` made, or makes them (a namespace the control side did not
+    /// reserve for, e.g. in tests that build snapshots by hand).
     #[cold]
     fn grow(&mut self, n: usize) {
-        let mut v: Vec<Arc<NsChunk>> = (*self.chunks).clone();
-        while v.len() < n {
-            v.push(NsChunk::new());
-        }
-        let v = Arc::new(v);
-        self.owner.chunks.store(v.clone());
-        self.chunks = v;
+        self.owner.reserve_chunks(n);
+        self.chunks = self.owner.chunks.load_full();
     }
 }
 
@@ -433,6 +451,14 @@ impl Stats {
         })
     }
 
+    /// Makes room in every worker's counters for the namespaces below `n` (see
+    /// [`WorkerCounters::reserve`]).
+    pub fn reserve_workers(&self, n: usize) {
+        for w in &self.workers {
+            w.reserve(n);
+        }
+    }
+
     /// A namespace's counters summed over every writer.
     pub fn ns(&self, ns: NsId) -> NsSnapshot {
         let mut s = NsSnapshot::default();
@@ -462,6 +488,21 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_chunks_serve_the_writer_and_lose_nothing() {
+        let stats = Stats::new(1, vec![]);
+        let mut w = stats.workers[0].writer();
+        w.ns(NsId(3)).rx_packets.inc(); // the writer makes chunk 0 itself
+        stats.reserve_workers(3 * NS_CHUNK); // the control side makes chunks 1 and 2
+        assert_eq!(stats.workers[0].chunks.load().len(), 3);
+        let far = NsId(2 * NS_CHUNK as u32 + 1);
+        w.ns(far).rx_packets.add(5); // taken from the reserve, not made again
+        stats.reserve_workers(NS_CHUNK); // already there: nothing changes
+        assert_eq!(stats.workers[0].chunks.load().len(), 3);
+        assert_eq!(stats.ns(NsId(3)).rx_packets, 1);
+        assert_eq!(stats.ns(far).rx_packets, 5);
+    }
 
     #[test]
     fn counters_sum_over_writers_and_grow() {

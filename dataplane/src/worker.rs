@@ -905,17 +905,7 @@ impl<'a> RxCtx<'a> {
                     _ => u32::from(u.dst),
                 };
                 c.remember(self.sockets_gen, dst, u.dst_port, sock, q);
-                let meta = DgramMeta {
-                    socket: sock,
-                    ns,
-                    src: u.src,
-                    src_port: u.src_port,
-                    dst: u.dst,
-                    dst_port: u.dst_port,
-                    dev: self.dev.0,
-                    version: self.version,
-                    ..Default::default()
-                };
+                let meta = self.unicast_meta(ns, sock, u);
                 stage(
                     self.staging,
                     self.pools,
@@ -933,6 +923,22 @@ impl<'a> RxCtx<'a> {
         }
     }
 
+    /// What a unicast datagram for `socket` in `ns` is queued with.
+    #[inline(always)]
+    fn unicast_meta(&self, ns: NsId, socket: SocketId, u: &wire::UdpDatagram<'_>) -> DgramMeta {
+        DgramMeta {
+            socket,
+            ns,
+            src: u.src,
+            src_port: u.src_port,
+            dst: u.dst,
+            dst_port: u.dst_port,
+            dev: self.dev.0,
+            version: self.version,
+            ..Default::default()
+        }
+    }
+
     /// `unicast` to the socket and queue the namespace's memo gave (`RxCtx::group`).
     #[inline(always)]
     #[allow(unsafe_code)]
@@ -946,17 +952,7 @@ impl<'a> RxCtx<'a> {
         let c = self.ns.ns(ns);
         c.rx_packets.inc();
         c.rx_bytes.add(u64::from(u.ip_len));
-        let meta = DgramMeta {
-            socket: sock,
-            ns,
-            src: u.src,
-            src_port: u.src_port,
-            dst: u.dst,
-            dst_port: u.dst_port,
-            dev: self.dev.0,
-            version: self.version,
-            ..Default::default()
-        };
+        let meta = self.unicast_meta(ns, sock, u);
         stage_at(
             self.staging,
             self.pools,

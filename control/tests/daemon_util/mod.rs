@@ -94,6 +94,18 @@ pub fn l3nsd(args: &[&str], limit: Duration) -> Output {
     Guard::spawn(Command::new(L3NSD).args(args)).wait(limit)
 }
 
+/// The stdout of a run that must have exited 0 (else the test fails showing both outputs).
+pub fn succeeded(out: &Output) -> String {
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    stdout
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
