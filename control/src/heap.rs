@@ -86,15 +86,10 @@ fn sets_hugetlb(tunables: &str) -> bool {
 /// The value `GLIBC_TUNABLES` gives `glibc.malloc.hugetlb` (the last one, as glibc reads
 /// them in order).
 pub fn hugetlb_value(tunables: &str) -> Option<&str> {
-    value_of(tunables, TUNABLE)
-}
-
-/// The value `GLIBC_TUNABLES` gives the tunable `name` (the last one).
-fn value_of<'a>(tunables: &'a str, name: &str) -> Option<&'a str> {
     tunables
         .split(':')
         .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| k.trim() == name)
+        .filter(|(k, _)| k.trim() == TUNABLE)
         .map(|(_, v)| v)
         .next_back()
 }

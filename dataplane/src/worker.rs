@@ -756,43 +756,36 @@ impl<'a> RxCtx<'a> {
         // answers for this destination and port, the namespace's slot is not read at all;
         // otherwise the slot is asked for. The port is read where a header without IPv4
         // options has it (`frame` checks it against the parsed one).
-        let mut memos: [Option<(SocketId, *const SocketQueue, u16)>; MAX_GROUP] = [None; MAX_GROUP];
-        for (((m, ns), &d), f) in memos
+        let mut owners: [Option<Owner<'a>>; MAX_GROUP] = [None; MAX_GROUP];
+        for (((o, ns), &d), f) in owners
             .iter_mut()
             .zip(&owner_ns[..n])
             .zip(&dst[..n])
             .zip(frames)
         {
             let Some(ns) = *ns else { continue };
-            if let Some(p) = f.get(36..38) {
+            let memo = f.get(36..38).and_then(|p| {
                 let port = u16::from_be_bytes([p[0], p[1]]);
-                if let Some((s, q)) = self.ns.ns(ns).memo(self.sockets_gen, d, port) {
-                    *m = Some((s, q, port));
-                    continue;
-                }
+                let (s, q) = self.ns.ns(ns).memo(self.sockets_gen, d, port)?;
+                Some((s, q, port))
+            });
+            if memo.is_none() {
+                table.prefetch_namespace_slot(ns);
             }
-            table.prefetch_namespace_slot(ns);
+            *o = Some(Owner {
+                dst: d,
+                ns,
+                memo,
+                slot: None,
+            });
         }
         let many_sockets = table.many_sockets();
-        let mut owners: [Option<Owner<'a>>; MAX_GROUP] = [None; MAX_GROUP];
-        for ((((o, ns), &d), f), &memo) in owners
-            .iter_mut()
-            .zip(&owner_ns[..n])
-            .zip(&dst[..n])
-            .zip(frames)
-            .zip(&memos[..n])
-        {
-            let Some(ns) = *ns else { continue };
-            if memo.is_some() {
-                *o = Some(Owner {
-                    dst: d,
-                    ns,
-                    memo,
-                    slot: None,
-                });
+        for (o, f) in owners[..n].iter_mut().zip(frames) {
+            let Some(o) = o.as_mut().filter(|o| o.memo.is_none()) else {
                 continue;
-            }
-            let slot = table.ns_slot(ns);
+            };
+            let (d, slot) = (o.dst, table.ns_slot(o.ns));
+            o.slot = slot;
             if let Some(s) = slot {
                 if s.spills() {
                     s.prefetch_view();
@@ -811,12 +804,6 @@ impl<'a> RxCtx<'a> {
                     }
                 }
             }
-            *o = Some(Owner {
-                dst: d,
-                ns,
-                memo: None,
-                slot,
-            });
         }
         for (i, f) in frames.iter().enumerate() {
             self.frame(f, owners.get(i).copied().flatten());

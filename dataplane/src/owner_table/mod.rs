@@ -906,12 +906,12 @@ impl OwnerTable {
 
     /// Attaches (or, with `None`, detaches) a socket's queue.
     pub fn set_socket_queue(&mut self, id: SocketId, queue: Option<Arc<SocketQueue>>) {
-        let same = match (self.sockets.get(id.0 as usize), &queue) {
+        let same = |a: Option<&Arc<SocketQueue>>| match (a, &queue) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
             _ => false,
         };
-        if !same {
+        if !same(self.sockets.get(id.0 as usize)) {
             self.sockets_gen = fresh_sockets_gen();
         }
         self.sockets.set(id.0 as usize, queue.clone());
@@ -926,12 +926,7 @@ impl OwnerTable {
         let Some(i) = (0..usize::from(h.len).min(HOT)).find(|&i| h.ids[i] == id.0) else {
             return;
         };
-        let same = match (&slot.queues[i], &queue) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        if !same {
+        if !same(slot.queues[i].as_ref()) {
             let mut slot = slot.clone();
             slot.queues[i] = queue;
             self.namespaces.set(ns.0 as usize, Some(slot));
