@@ -33,13 +33,14 @@ def hugetlb_kib(pid):
     return 0
 
 
-def run_point_rss(ns, addrs, seconds, timeout, heap="thp"):
+def run_point_rss(ns, addrs, seconds, timeout, heap="thp", frames=16384):
     """run_point, but spawn with fork/exec + wait4 to get the child's own ru_maxrss."""
     # Only the unicast scenario: the peak RSS is then the set-up plus the dataplane at work.
     # (A Prometheus render's text is bounded by the metrics' namespace cap, 10,000 by
     # default, not per namespace: RESULTS.md reports it apart.)
     cmd = [common.binary("l3ns-throughput"), "--namespaces", str(ns), "--addrs-per-ns",
-           str(addrs), "--seconds", str(seconds), "--only", "unicast", "--json", "--heap", heap]
+           str(addrs), "--seconds", str(seconds), "--only", "unicast", "--json", "--heap", heap,
+           "--frames", str(frames)]
     load = common.loadavg()[0]
     t0 = time.time()
     r, w = os.pipe()
@@ -97,6 +98,7 @@ def run_point_rss(ns, addrs, seconds, timeout, heap="thp"):
         "hugetlb_kib_max": huge_max,
         "memory_kib": ru.ru_maxrss + huge_max,
         "heap": heap,
+        "frames": frames,
         "glibc_malloc_hugetlb": j.get("glibc_malloc_hugetlb"),
         "wall_seconds": wall,
         "loadavg_1m_at_start": load,
@@ -204,6 +206,10 @@ def main():
     ap.add_argument("--seconds", type=float, default=1.0, help="seconds per scenario")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run")
+    ap.add_argument("--frames", type=int, default=16384,
+                    help="prepared frames replayed (l3ns-throughput --frames), each to a random "
+                         "owned address: below the number of addresses, only that many "
+                         "namespaces (at most) get traffic")
     ap.add_argument("--heap", choices=["thp", "hugetlb", "system"], default="thp",
                     help="passed to l3ns-throughput --heap (as l3nsd's --heap): thp = "
                          "glibc.malloc.hugetlb=1, malloc's heap on transparent huge pages (madvise), "
@@ -231,7 +237,7 @@ def main():
     for rep in range(args.reps):
         for a in addrs:
             for n in nss:
-                r = run_point_rss(n, a, args.seconds, args.timeout, args.heap)
+                r = run_point_rss(n, a, args.seconds, args.timeout, args.heap, args.frames)
                 r["rep"] = rep
                 runs.append(r)
                 if "error" in r:
@@ -301,6 +307,7 @@ def main():
                       f"{e['rss_bytes_per_address_added']:.0f} B of peak RSS (+ hugetlb) per address added")
     info["loadavg_end"] = common.loadavg()
     info["heap"] = args.heap
+    info["frames"] = args.frames
     info["glibc_malloc_hugetlb"] = sorted({str(r.get("glibc_malloc_hugetlb")) for r in runs
                                            if "error" not in r})
     with open(common.HUGEPAGES_FREE) as f:

@@ -54,6 +54,11 @@ struct Args {
     /// group, see `port::MAX_GROUP`).
     #[arg(long, default_value_t = 32)]
     burst: usize,
+    /// Prepared frames the memory port replays, each to a random owned address (drawn with
+    /// replacement): with fewer frames than addresses, only that many destinations (at
+    /// most) get traffic.
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..))]
+    frames: u32,
     /// Core for the worker (the consumer takes the next one).
     #[arg(long, default_value_t = 0)]
     core: usize,
@@ -446,8 +451,8 @@ fn main() {
     let t = Instant::now();
     let mut s = setup(&args);
     let setup_s = t.elapsed().as_secs_f64();
-    let unicast = frames(&s.owned, 0.0, 16_384);
-    let mix = frames(&s.owned, 0.05, 16_384);
+    let unicast = frames(&s.owned, 0.0, args.frames as usize);
+    let mix = frames(&s.owned, 0.05, args.frames as usize);
     let want = |k: &str| args.only.iter().any(|o| o == k);
     let mut results: Vec<(&str, Scenario)> = Vec::new();
     if want("ceiling") {

@@ -1,0 +1,82 @@
+//! `l3ns-throughput` (the harness behind `bench/scripts/scale.py` and RESULTS.md's delivery
+//! figures) end to end on a small set-up, so that the tool cannot silently break: its JSON,
+//! its accounting (every packet delivered or dropped) and its argument checks. No privileges.
+
+use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::u;
+
+const THROUGHPUT: &str = env!("CARGO_BIN_EXE_l3ns-throughput");
+
+/// Runs the tool to completion within `deadline`, killing it (by PID) if it overruns.
+fn run(args: &[&str], deadline: Duration) -> std::process::Output {
+    let mut child = Command::new(THROUGHPUT)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn l3ns-throughput");
+    let t = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if t.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("l3ns-throughput {args:?} still running after {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn unicast_on_a_small_setup_accounts_for_every_packet() {
+    let out = run(
+        &[
+            "--namespaces",
+            "10",
+            "--addrs-per-ns",
+            "2",
+            "--seconds",
+            "1",
+            "--only",
+            "unicast",
+            "--frames",
+            "7",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(u(&j, "namespaces"), 10);
+    assert_eq!(u(&j, "addresses"), 20);
+    let s = &j["scenarios"][0];
+    assert_eq!(s["name"], "unicast");
+    let packets = u(s, "packets");
+    assert!(packets > 0, "no packet went through: {s}");
+    assert!(u(s, "deliveries") > 0, "nothing delivered: {s}");
+    assert_eq!(
+        u(s, "deliveries") + u(s, "dropped"),
+        packets,
+        "every packet is delivered or counted as dropped: {s}"
+    );
+    assert!(s["mpps"].as_f64().is_some_and(|m| m > 0.0), "{s}");
+}
+
+#[test]
+fn zero_frames_is_refused_with_the_option_named() {
+    let out = run(
+        &["--frames", "0", "--seconds", "1"],
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--frames"), "{err}");
+}
