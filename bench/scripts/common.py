@@ -8,7 +8,8 @@ import subprocess
 import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-RESULTS = os.path.join(REPO, "bench", "results")
+# Results: $L3NS_RESULTS_DIR (the tests point it at a scratch directory), else bench/results.
+RESULTS = os.environ.get("L3NS_RESULTS_DIR", os.path.join(REPO, "bench", "results"))
 # Binaries: $L3NS_BIN_DIR, else target/release of the repository.
 BIN_DIR = os.environ.get("L3NS_BIN_DIR", os.path.join(REPO, "target", "release"))
 # Binaries built with --features dpdk: $L3NS_DPDK_BIN_DIR (default /tmp/tgt-dpdk/release).
