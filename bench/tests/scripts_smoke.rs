@@ -6,11 +6,11 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 mod common;
-use common::{have, repo};
+use common::{have, output_within, repo};
 
 /// A scratch directory removed when dropped.
 struct Scratch(PathBuf);
@@ -30,42 +30,37 @@ impl Drop for Scratch {
     }
 }
 
-/// Runs `bench/scripts/<script>` with this build's binaries and results in `results`.
-fn run_script(script: &str, args: &[&str], results: &Path, deadline: Duration) -> Output {
+/// Runs `bench/scripts/<script> <args>` (split at spaces) with this build's binaries and its
+/// results in a fresh scratch directory, within 5 minutes; returns the directory and the JSON
+/// file `json` the script wrote there. `None` (the test is skipped) without python3.
+fn run_script(script: &str, args: &str, json: &str) -> Option<(Scratch, Value)> {
+    if !have("python3") {
+        eprintln!("SKIP: no python3");
+        return None;
+    }
+    let dir = Scratch::new(script);
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_l3ns-throughput"))
         .parent()
         .expect("binary dir");
-    let mut child = Command::new("python3")
-        .arg(repo().join("bench/scripts").join(script))
-        .args(args)
-        .env("L3NS_BIN_DIR", bin_dir)
-        .env("L3NS_RESULTS_DIR", results)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python3");
-    let t = Instant::now();
-    while child.try_wait().expect("try_wait").is_none() {
-        if t.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{script} {args:?} still running after {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = output_within(
+        Command::new("python3")
+            .arg(repo().join("bench/scripts").join(script))
+            .args(args.split(' '))
+            .env("L3NS_BIN_DIR", bin_dir)
+            .env("L3NS_RESULTS_DIR", &dir.0),
+        Duration::from_secs(300),
+        &format!("{script} {args}"),
+    );
     assert!(
         out.status.success(),
         "{script} failed\nstdout:\n{}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    out
-}
-
-fn json(path: PathBuf) -> Value {
+    let path = dir.0.join(json);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+    let j = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    Some((dir, j))
 }
 
 fn median(v: &Value) -> f64 {
@@ -76,33 +71,11 @@ fn median(v: &Value) -> f64 {
 
 #[test]
 fn scale_py_measures_a_small_series_and_writes_json_and_plot() {
-    if !have("python3") {
-        eprintln!("SKIP: no python3");
+    let args = "--namespaces 1,50 --addrs 1 --reps 1 --seconds 1 --timeout 120 --frames 64 \
+                --out smoke.json";
+    let Some((dir, j)) = run_script("scale.py", args, "smoke.json") else {
         return;
-    }
-    let dir = Scratch::new("scale");
-    run_script(
-        "scale.py",
-        &[
-            "--namespaces",
-            "1,50",
-            "--addrs",
-            "1",
-            "--reps",
-            "1",
-            "--seconds",
-            "1",
-            "--timeout",
-            "120",
-            "--frames",
-            "64",
-            "--out",
-            "smoke.json",
-        ],
-        &dir.0,
-        Duration::from_secs(300),
-    );
-    let j = json(dir.0.join("smoke.json"));
+    };
     let points = j["series"]["1"].as_array().expect("series 1");
     let ns: Vec<u64> = points
         .iter()
@@ -126,29 +99,10 @@ fn scale_py_measures_a_small_series_and_writes_json_and_plot() {
 
 #[test]
 fn churn_py_applies_changes_beside_traffic_and_writes_its_table() {
-    if !have("python3") {
-        eprintln!("SKIP: no python3");
+    let args = "--rates 1000 --namespaces 10 --addrs-per-ns 2 --reps 1 --seconds 1";
+    let Some((_dir, j)) = run_script("churn.py", args, "churn.json") else {
         return;
-    }
-    let dir = Scratch::new("churn");
-    run_script(
-        "churn.py",
-        &[
-            "--rates",
-            "1000",
-            "--namespaces",
-            "10",
-            "--addrs-per-ns",
-            "2",
-            "--reps",
-            "1",
-            "--seconds",
-            "1",
-        ],
-        &dir.0,
-        Duration::from_secs(300),
-    );
-    let j = json(dir.0.join("churn.json"));
+    };
     let row = &j["table"]["1000"];
     assert!(median(&row["unicast_mpps"]) > 0.0, "{row}");
     assert!(median(&row["churn_mpps"]) > 0.0, "{row}");

@@ -3,32 +3,18 @@
 //! its accounting (every packet delivered or dropped) and its argument checks. No privileges.
 
 use serde_json::Value;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 mod common;
-use common::u;
+use common::{output_within, u};
 
 const THROUGHPUT: &str = env!("CARGO_BIN_EXE_l3ns-throughput");
 
-/// Runs the tool to completion within `deadline`, killing it (by PID) if it overruns.
+/// Runs the tool to completion within `deadline` (killed by PID if it overruns).
 fn run(args: &[&str], deadline: Duration) -> std::process::Output {
-    let mut child = Command::new(THROUGHPUT)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn l3ns-throughput");
-    let t = Instant::now();
-    while child.try_wait().expect("try_wait").is_none() {
-        if t.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("l3ns-throughput {args:?} still running after {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+    let what = format!("l3ns-throughput {args:?}");
+    output_within(Command::new(THROUGHPUT).args(args), deadline, &what)
 }
 
 #[test]

@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The repository's root (the parent of `bench/`).
 pub fn repo() -> PathBuf {
@@ -39,4 +40,24 @@ pub fn u(v: &Value, path: &str) -> u64 {
     }
     cur.as_u64()
         .unwrap_or_else(|| panic!("{path} is not a count in {v:#}"))
+}
+
+/// Runs `cmd` with its output captured, to completion within `deadline`; a child still running
+/// then is killed by PID and reaped, and the test fails naming `what`.
+pub fn output_within(cmd: &mut Command, deadline: Duration, what: &str) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let t = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if t.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
 }
