@@ -113,8 +113,8 @@ const WAKE_EVERY_POLLS: u32 = 4;
 const WAKE_GAP: Duration = Duration::from_micros(50);
 
 /// Up to this many local addresses in a family, the receive path does not prefetch the
-/// address-table slots of a burst's destinations: the table (16-byte slots, a quarter to half
-/// of them used: at most 256 KiB) then stays in the core's L2, and the hint's extra hash per
+/// address-table slots of a burst's destinations: the table (16-byte slots, at most a quarter
+/// of them used at this size: 256 KiB) then stays in the core's L2, and the hint's extra hash per
 /// packet costs more than the misses it could hide (measured at 1 namespace; at 64,000 and
 /// 100,000 addresses the hint pays).
 const CACHED_ADDRS: usize = 4096;

@@ -255,6 +255,36 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
+    /// Small shards stay at most a quarter full, large ones at most half (`SPARSE_SLOTS`).
+    #[test]
+    fn a_shard_grows_at_a_quarter_up_to_sparse_slots_then_at_half() {
+        let mut shard: Shard<u32, u32> = Shard::with_cap_bits(MIN_CAP_BITS);
+        let mut most_full_small = 0.0f64;
+        let mut most_full_large = 0.0f64;
+        for k in 1..=5_000u32 {
+            shard.insert(k, k);
+            let load = shard.len as f64 / shard.slots.len() as f64;
+            if shard.slots.len() <= SPARSE_SLOTS {
+                most_full_small = most_full_small.max(load);
+            } else {
+                most_full_large = most_full_large.max(load);
+            }
+        }
+        assert_eq!(most_full_small, 0.25);
+        assert_eq!(most_full_large, 0.5);
+        // 5,000 keys would fill 8,192 slots beyond half.
+        assert_eq!(shard.slots.len(), 16_384);
+        for k in 1..=5_000u32 {
+            assert_eq!(shard.get_for_test(k), Some(k));
+        }
+    }
+
+    impl Shard<u32, u32> {
+        fn get_for_test(&self, k: u32) -> Option<u32> {
+            self.find(k, k.hash64()).ok().map(|i| self.slots[i].1)
+        }
+    }
+
     proptest! {
         #[test]
         fn behaves_like_a_hashmap(ops in proptest::collection::vec((any::<bool>(), 0u32..300, any::<u16>()), 0..200)) {
