@@ -527,7 +527,7 @@ mod tests {
     }
 
     #[test]
-    fn a_namespace_costs_96_bytes_per_writer_and_rx_and_tx_cells_are_apart() {
+    fn a_namespace_costs_128_bytes_per_writer_and_rx_and_tx_cells_are_apart() {
         // The memory target of issue 7 (<= 1 KiB per namespace in the whole process) counts
         // these once per worker and once for the control thread.
         assert_eq!(std::mem::size_of::<NsChunk>(), 128 * NS_CHUNK);
