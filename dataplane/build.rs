@@ -47,6 +47,11 @@ fn main() {
         build.include(inc);
     }
     build.compile("l3ns_dpdk_shim");
+    // The shim defines `munmap` (the guard of bursts against a driver unmapping memory from
+    // the interrupt thread); this package's tests export it like l3nsd does (the drivers are
+    // plugins and see only what the executable exports). Dependent packages with binaries
+    // do the same in their build scripts.
+    println!("cargo:rustc-link-arg=-Wl,--export-dynamic-symbol=munmap");
 
     if let Some(dir) = pmd_dir(&lib.link_paths) {
         println!("cargo:rustc-env=L3NS_DPDK_PMD_DIR={}", dir.display());

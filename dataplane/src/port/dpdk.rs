@@ -154,6 +154,7 @@ mod ffi {
         pub fn l3ns_dev_configure(port_id: u16, nb_queues: u16, rss_hf: u64) -> c_int;
         pub fn l3ns_stats_get(port_id: u16, out: *mut PortStats) -> c_int;
         pub fn l3ns_pool_data_room(pool: *mut RteMempool) -> u16;
+        pub fn l3ns_burst_guard_enable();
         pub fn l3ns_rx_burst(
             port_id: u16,
             queue_id: u16,
@@ -326,6 +327,10 @@ impl DpdkEal {
             EAL_STATE.store(EAL_UNINIT, Ordering::Release);
             return Err(e);
         }
+        // Drivers may now unmap memory from the interrupt thread while a worker bursts (a
+        // memif peer leaving): `munmap` waits for bursts in progress (see the shim).
+        // SAFETY: no arguments; sets a flag the shim reads.
+        unsafe { ffi::l3ns_burst_guard_enable() };
         EAL_STATE.store(EAL_LIVE, Ordering::Release);
         Ok(DpdkEal {
             inner: Arc::new(EalInner {
