@@ -48,8 +48,8 @@ fn ctl(control: &std::path::Path, args: &[&str]) -> Value {
     serde_json::from_slice::<Value>(&o.stdout).unwrap()["ok"].clone()
 }
 
-#[test]
-fn l3nsd_on_memif_receives_from_testpmd_in_another_process() {
+/// Whether the test can run here (root, `dpdk-testpmd` installed).
+fn can_run() -> bool {
     let root = Command::new("id")
         .arg("-u")
         .output()
@@ -57,7 +57,7 @@ fn l3nsd_on_memif_receives_from_testpmd_in_another_process() {
         .unwrap_or(false);
     if !root {
         eprintln!("skipped: needs root (reserves hugepages for memif's shared memory)");
-        return;
+        return false;
     }
     if Command::new("dpdk-testpmd")
         .arg("--version")
@@ -68,8 +68,15 @@ fn l3nsd_on_memif_receives_from_testpmd_in_another_process() {
     {
         panic!("dpdk-testpmd is missing: install Debian's dpdk package (scripts/test.sh does)");
     }
+    true
+}
+
+/// Starts `l3nsd` with a memif server port (web1 owns 10.97.0.2, a sink on 0.0.0.0:9) in a
+/// scratch directory named after `tag`; returns the guard (which stops it and cleans up),
+/// the memif socket and the control socket.
+fn start_l3nsd(tag: &str) -> (Guard, PathBuf, PathBuf) {
     let pid = std::process::id();
-    let dir = std::env::temp_dir().join(format!("l3ns-memif-{pid}"));
+    let dir = std::env::temp_dir().join(format!("l3ns-memif-{tag}-{pid}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let before = std::fs::read_to_string(HUGEPAGES)
@@ -92,7 +99,7 @@ fn l3nsd_on_memif_receives_from_testpmd_in_another_process() {
 [dataplane]
 workers = [0]
 idle_sleep_us = 0
-eal_args = ["--in-memory", "-m", "256", "--no-pci", "--file-prefix", "l3ns-memif-{pid}", "-l", "0", "--log-level", "lib.eal:error"]
+eal_args = ["--in-memory", "-m", "256", "--no-pci", "--file-prefix", "l3ns-memif-{tag}-{pid}", "-l", "0", "--log-level", "lib.eal:error"]
 
 [[port]]
 name = "memif0"
@@ -155,19 +162,26 @@ listen = "off"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // testpmd as the client side, generating UDP to web1:9 for a bounded time.
-    let testpmd = Command::new("timeout")
+    (g, sock, control)
+}
+
+/// `dpdk-testpmd` as the memif client, sending UDP to web1:9 for `seconds` (then SIGINT).
+fn testpmd_client(sock: &std::path::Path, tag: &str, seconds: u32) -> Child {
+    let pid = std::process::id();
+    Command::new("timeout")
         .args([
             "-s",
             "INT",
-            "4",
+            "-k",
+            "5",
+            &seconds.to_string(),
             "dpdk-testpmd",
             "--in-memory",
             "-m",
             "512",
             "--no-pci",
             "--file-prefix",
-            &format!("l3ns-tp-{pid}"),
+            &format!("l3ns-tp-{tag}-{pid}"),
             "-l",
             "0-1",
         ])
@@ -187,7 +201,22 @@ listen = "off"
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// The daemon's log, for failure messages.
+fn daemon_log(g: &Guard) -> String {
+    std::fs::read_to_string(g.dir.join("l3nsd.log")).unwrap_or_default()
+}
+
+#[test]
+fn l3nsd_on_memif_receives_from_testpmd_in_another_process() {
+    if !can_run() {
+        return;
+    }
+    let (mut g, sock, control) = start_l3nsd("rx");
+    // testpmd as the client side, generating UDP to web1:9 for a bounded time.
+    let testpmd = testpmd_client(&sock, "rx", 4);
     // While testpmd sends: frames arrive, are classified to web1 and delivered or counted.
     // The counters are read while the worker runs, so port and namespace may differ by the
     // frames of the burst in progress.
@@ -232,14 +261,14 @@ listen = "off"
             )
         });
     assert!(sent > 1000, "testpmd sent only {sent}");
-    // DPDK 22.11's memif server has crashed when its client went away (DESIGN.md); when it
-    // survives, every frame it took is accounted for exactly.
-    if let Some(status) = g.daemon.as_mut().unwrap().try_wait().unwrap() {
-        eprintln!(
-            "warning: l3nsd exited ({status}) when the memif client left (known DPDK 22.11 net_memif server issue); received {port_during} frames while testpmd ran"
-        );
-        return;
-    }
+    // The client has gone: l3nsd survives it (DPDK 22.11's memif server could crash here
+    // before the burst guard; see `l3nsd_survives_memif_clients_leaving_and_serves_the_next`),
+    // and every frame it took is accounted for exactly.
+    assert!(
+        g.daemon.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "l3nsd exited when the memif client left: {}",
+        daemon_log(&g)
+    );
     let stats = ctl(&control, &["stats"]);
     let port_rx = stats["ports"][0]["rx_packets"].as_u64().unwrap();
     let web1 = stats["namespaces"]
@@ -266,4 +295,49 @@ listen = "off"
         n("delivered"),
         n("dropped_queue_full")
     );
+}
+
+/// Clients come and go: l3nsd stays up after every departure and receives from the next
+/// client. A departing client makes DPDK 22.11's memif server unmap the shared memory from
+/// the interrupt thread while the worker may be inside a burst on it; before the shim's burst
+/// guard, the release build of l3nsd died of SIGSEGV on 3 of 5 departures in one run (the
+/// debug build this test runs is inside a burst less of the time and rarely hit it: the
+/// reliable check of the guard is `memif_peer_leaving_mid_burst` in `dataplane/tests/dpdk.rs`).
+#[test]
+fn l3nsd_survives_memif_clients_leaving_and_serves_the_next() {
+    const ROUNDS: usize = 4;
+    if !can_run() {
+        return;
+    }
+    let (mut g, sock, control) = start_l3nsd("reconnect");
+    let rx = |control: &std::path::Path| {
+        ctl(control, &["stats"])["ports"][0]["rx_packets"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut last = rx(&control);
+    for round in 1..=ROUNDS {
+        let client = testpmd_client(&sock, &format!("rc{round}"), 2);
+        let out = client.wait_with_output().unwrap();
+        // `timeout` exits 124 when it stopped testpmd (the intended end).
+        assert!(
+            matches!(out.status.code(), Some(0 | 124)),
+            "round {round}: testpmd failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            g.daemon.as_mut().unwrap().try_wait().unwrap().is_none(),
+            "round {round}: l3nsd exited when the memif client left: {}",
+            daemon_log(&g)
+        );
+        let now = rx(&control);
+        assert!(
+            now > last + 1000,
+            "round {round}: l3nsd received {} frames from this client",
+            now - last
+        );
+        last = now;
+    }
+    eprintln!("{ROUNDS} memif clients came and went; l3nsd received {last} frames and is running");
 }
