@@ -16,6 +16,11 @@ l3nsd's `delivered` (namespace web1, handed to the sink socket's queue) and
 `dropped_queue_full` are sampled with its received count.
 Received packets per second = slope of the cumulative count over the same window (client
 start + --skip seconds … client end - 1 s), sampled every second with the script's clock.
+With --zero-copy the roles swap: the txonly generator is the memif server and every
+receiver (l3nsd, testpmd) a memif client with `zero-copy=yes` (its EAL with
+`--single-file-segments`): the generator copies each frame straight into the receiver's mbufs
+and the receiver's driver copies nothing. The receiver starts after the generator; the
+window runs from the receiver's start + --skip to the generator's end - 1 s.
 Needs root (hugepages). Writes bench/results/memif.json.
 """
 
@@ -51,17 +56,44 @@ def kill_children():
                 p.wait()
 
 
+# --zero-copy: the generator is the memif server, receivers are zero-copy clients.
+ZERO_COPY = False
+# With --zero-copy the generator starts first and runs this much longer than --seconds, the
+# time a receiver takes to start and connect.
+ZC_LEAD = 4
+
+
+def receiver_role():
+    """The receivers' memif devargs role part (and what their EAL needs for it)."""
+    return "role=client,zero-copy=yes" if ZERO_COPY else "role=server"
+
+
 def client(sock, prefix, seconds, log):
+    role = "role=server" if ZERO_COPY else "role=client"
     cmd = ["timeout", "-s", "INT", "-k", "5", str(seconds), "stdbuf", "-oL", "dpdk-testpmd",
            "--in-memory", "-m", "512", "--no-pci", "--file-prefix", prefix,
            "-l", "0,1", "--main-lcore", "0", "--log-level", "lib.eal:error",
-           "--vdev", f"net_memif0,role=client,socket={sock}", "--",
+           "--vdev", f"net_memif0,{role},socket={sock}", "--",
            "--forward-mode=txonly", "--total-num-mbufs=16384",
            "--tx-ip=10.95.0.99,10.95.0.2", "--tx-udp=1234,9",
            f"--eth-peer=0,{SERVER_MAC}", "--no-lsc-interrupt", "--stats-period=1"]
     p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     children.append(p)
     return p
+
+
+def wait_testpmd_started(proc, log_path, timeout=30):
+    """Waits until the testpmd writing `log_path` has started its port (a memif server then
+    listens: its socket is abstract, there is no file to wait for)."""
+    deadline = time.time() + timeout
+    while True:
+        with open(log_path, errors="replace") as f:
+            text = f.read()
+        if any(k in text for k in ("Press enter", "Checking link", "Port 0:")):
+            return
+        if time.time() > deadline or proc.poll() is not None:
+            raise RuntimeError("testpmd generator did not start: " + text[-1000:])
+        time.sleep(0.1)
 
 
 def parse_testpmd_counts(path, key):
@@ -88,17 +120,18 @@ def run_l3nsd(d, rep, seconds, skip, idle_sleep_us):
     control = os.path.join(d, f"ctl-{rep}.sock")
     cfg = os.path.join(d, f"l3nsd-{rep}.toml")
     pid = os.getpid()
+    zc_eal = ' "--single-file-segments",' if ZERO_COPY else ""
     with open(cfg, "w") as f:
         f.write(f"""
 [dataplane]
 workers = [0]
 idle_sleep_us = {idle_sleep_us}
-eal_args = ["--in-memory", "-m", "256", "--no-pci", "--file-prefix", "l3ns-cmp-{pid}-{rep}", "-l", "0", "--log-level", "lib.eal:error"]
+eal_args = ["--in-memory",{zc_eal} "-m", "256", "--no-pci", "--file-prefix", "l3ns-cmp-{pid}-{rep}", "-l", "0", "--log-level", "lib.eal:error"]
 
 [[port]]
 name = "memif0"
 backend = "dpdk"
-dpdk_args = "net_memif{pid}{rep},role=server,socket={sock},mac={SERVER_MAC}"
+dpdk_args = "net_memif{pid}{rep},{receiver_role()},socket={sock},mac={SERVER_MAC}"
 
 [[namespace]]
 name = "web1"
@@ -123,6 +156,13 @@ socket = "{control}"
 [metrics]
 listen = "off"
 """)
+    clog_path = os.path.join(d, f"client-l3ns-{rep}.log")
+    clog = open(clog_path, "w")
+    c = None
+    if ZERO_COPY:
+        # The generator is the memif server: it listens before l3nsd connects.
+        c = client(sock, f"l3ns-cmp-cli-{pid}-{rep}", seconds + ZC_LEAD, clog)
+        wait_testpmd_started(c, clog_path)
     log = open(os.path.join(d, f"l3nsd-{rep}.log"), "w")
     srv = subprocess.Popen(["timeout", "-s", "INT", "-k", "5", str(seconds + 30),
                             os.path.join(DPDK_BIN, "l3nsd"), "--config", cfg, "--quiet"],
@@ -145,8 +185,6 @@ listen = "off"
                 time.sleep(0.1)
         raise RuntimeError(f"l3nsctl stats failed: {o.stdout[-300:]!r} {o.stderr[-300:]!r}")
 
-    clog_path = os.path.join(d, f"client-l3ns-{rep}.log")
-    clog = open(clog_path, "w")
     # timeout's child is l3nsd: find it for CPU accounting.
     l3pid = None
     for _ in range(20):
@@ -158,7 +196,8 @@ listen = "off"
     affinity = common.thread_affinity(l3pid) if l3pid else None
     cpu0 = common.task_cpu(l3pid) if l3pid else None
     t_start = time.monotonic()
-    c = client(sock, f"l3ns-cmp-cli-{pid}-{rep}", seconds, clog)
+    if c is None:
+        c = client(sock, f"l3ns-cmp-cli-{pid}-{rep}", seconds, clog)
     samples, delivered, queue_full = [], [], []
     j, exited = None, False
     while c.poll() is None and time.monotonic() - t_start < seconds + 10:
@@ -218,13 +257,21 @@ def run_testpmd(d, rep, seconds, skip, mode):
     fwd = (["--forward-mode=io", "--port-topology=loop"] if mode == "io"
            else ["--forward-mode=rxonly"])
     pid = os.getpid()
+    clog_path = os.path.join(d, f"client-tp-{mode}-{rep}.log")
+    clog = open(clog_path, "w")
+    c = None
+    if ZERO_COPY:
+        # The generator is the memif server: it listens before the receiver connects.
+        c = client(sock, f"l3ns-cmp-cli-{pid}-tp{mode}{rep}", seconds + ZC_LEAD, clog)
+        wait_testpmd_started(c, clog_path)
     slog_path = os.path.join(d, f"server-tp-{mode}-{rep}.log")
     slog = open(slog_path, "w")
+    zc_eal = ["--single-file-segments"] if ZERO_COPY else []
     srv = subprocess.Popen(["timeout", "-s", "INT", "-k", "5", str(seconds + 30),
-                            "stdbuf", "-oL", "dpdk-testpmd", "--in-memory", "-m", "512",
+                            "stdbuf", "-oL", "dpdk-testpmd", "--in-memory"] + zc_eal + ["-m", "512",
                             "--no-pci", "--file-prefix", f"l3ns-cmp-srv-{pid}-{rep}",
                             "-l", "0,1", "--main-lcore", "1", "--log-level", "lib.eal:error",
-                            "--vdev", f"net_memif0,role=server,socket={sock},mac={SERVER_MAC}",
+                            "--vdev", f"net_memif0,{receiver_role()},socket={sock},mac={SERVER_MAC}",
                             "--"] + fwd + ["--total-num-mbufs=16384",
                                            "--no-lsc-interrupt", "--stats-period=1"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -252,11 +299,10 @@ def run_testpmd(d, rep, seconds, skip, mode):
             raise RuntimeError("testpmd server did not start")
         time.sleep(0.1)
     time.sleep(0.5)
-    clog_path = os.path.join(d, f"client-tp-{mode}-{rep}.log")
-    clog = open(clog_path, "w")
     t_start = time.monotonic()
-    c = client(sock, f"l3ns-cmp-cli-{pid}-tp{mode}{rep}", seconds, clog)
-    c.wait(timeout=seconds + 20)
+    if c is None:
+        c = client(sock, f"l3ns-cmp-cli-{pid}-tp{mode}{rep}", seconds, clog)
+    c.wait(timeout=seconds + ZC_LEAD + 20)
     t_end = time.monotonic()
     time.sleep(1.2)
     srv.send_signal(signal.SIGINT)
@@ -290,8 +336,12 @@ def main():
     ap.add_argument("--baseline", default="io",
                     help="testpmd server mode(s): io (forward back out of the port) and/or "
                          "rxonly, comma-separated; each runs in every repetition")
+    ap.add_argument("--zero-copy", action="store_true",
+                    help="generator as memif server, every receiver a zero-copy memif client")
     ap.add_argument("--out", default="memif.json", help="file name in bench/results/")
     args = ap.parse_args()
+    global ZERO_COPY
+    ZERO_COPY = args.zero_copy
     if os.geteuid() != 0:
         sys.exit("needs root (hugepages)")
     baselines = args.baseline.split(",")
@@ -363,8 +413,11 @@ def main():
         info["loadavg_end"] = common.loadavg()
         common.save(args.out, {
             "machine": info, "command": "bench/scripts/memif.py " + " ".join(sys.argv[1:]),
-            "what": "received packets/s on the memif server side (slope of the cumulative "
-                    "counter over the window); client testpmd txonly, forwarding lcore 1",
+            "what": "received packets/s on the receiving side (slope of the cumulative "
+                    "counter over the window); generator testpmd txonly, forwarding lcore 1; "
+                    + ("zero-copy: generator memif server, receivers zero-copy clients"
+                       if ZERO_COPY else "generator memif client, receivers memif servers"),
+            "zero_copy": ZERO_COPY,
             "pps": summaries, "ratios": ratios, "runs": runs,
         })
     finally:
