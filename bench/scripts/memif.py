@@ -96,6 +96,20 @@ def wait_testpmd_started(proc, log_path, timeout=30):
         time.sleep(0.1)
 
 
+def generator_first(d, log_name, sock, prefix, seconds):
+    """Opens the generator's log in `d`; with --zero-copy also starts the generator, which is
+    then the memif server the receiver connects to, and waits for it to listen. Returns (log
+    path, log, generator or None: without --zero-copy the receiver is the server, and the
+    caller starts the generator once the receiver is up)."""
+    log_path = os.path.join(d, log_name)
+    log = open(log_path, "w")
+    c = None
+    if ZERO_COPY:
+        c = client(sock, prefix, seconds + ZC_LEAD, log)
+        wait_testpmd_started(c, log_path)
+    return log_path, log, c
+
+
 def parse_testpmd_counts(path, key):
     """Every `key` value testpmd printed (cumulative counts like TX-packets, rates like Rx-pps), in order."""
     vals = []
@@ -156,13 +170,8 @@ socket = "{control}"
 [metrics]
 listen = "off"
 """)
-    clog_path = os.path.join(d, f"client-l3ns-{rep}.log")
-    clog = open(clog_path, "w")
-    c = None
-    if ZERO_COPY:
-        # The generator is the memif server: it listens before l3nsd connects.
-        c = client(sock, f"l3ns-cmp-cli-{pid}-{rep}", seconds + ZC_LEAD, clog)
-        wait_testpmd_started(c, clog_path)
+    clog_path, clog, c = generator_first(d, f"client-l3ns-{rep}.log", sock,
+                                         f"l3ns-cmp-cli-{pid}-{rep}", seconds)
     log = open(os.path.join(d, f"l3nsd-{rep}.log"), "w")
     srv = subprocess.Popen(["timeout", "-s", "INT", "-k", "5", str(seconds + 30),
                             os.path.join(DPDK_BIN, "l3nsd"), "--config", cfg, "--quiet"],
@@ -257,13 +266,8 @@ def run_testpmd(d, rep, seconds, skip, mode):
     fwd = (["--forward-mode=io", "--port-topology=loop"] if mode == "io"
            else ["--forward-mode=rxonly"])
     pid = os.getpid()
-    clog_path = os.path.join(d, f"client-tp-{mode}-{rep}.log")
-    clog = open(clog_path, "w")
-    c = None
-    if ZERO_COPY:
-        # The generator is the memif server: it listens before the receiver connects.
-        c = client(sock, f"l3ns-cmp-cli-{pid}-tp{mode}{rep}", seconds + ZC_LEAD, clog)
-        wait_testpmd_started(c, clog_path)
+    clog_path, clog, c = generator_first(d, f"client-tp-{mode}-{rep}.log", sock,
+                                         f"l3ns-cmp-cli-{pid}-tp{mode}{rep}", seconds)
     slog_path = os.path.join(d, f"server-tp-{mode}-{rep}.log")
     slog = open(slog_path, "w")
     zc_eal = ["--single-file-segments"] if ZERO_COPY else []
