@@ -208,6 +208,9 @@ impl Port for AnyPort {
     fn tx_flush(&mut self) {
         each_port!(self, p => p.tx_flush())
     }
+    fn rx_ring_drops(&mut self) -> Option<u64> {
+        each_port!(self, p => p.rx_ring_drops())
+    }
 }
 
 /// The opened ports: `queues[port][worker]`, and each port's MAC.

@@ -661,3 +661,52 @@ fn under_load_consumers_are_woken_at_most_every_50_microseconds() {
     assert_eq!(n.worker.poll(us(58)), 0);
     assert!(!w.is_sleeping(), "an idle poll wakes at once");
 }
+
+#[test]
+fn frames_the_receive_ring_had_no_room_for_are_counted_rx_ring_full() {
+    let mut n = net();
+    let mut s = n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 9).unwrap();
+    // A device delivering faster than the worker polls: the ring (4,096 frames) fills and the
+    // device drops the rest before the worker sees them.
+    let mut refused = 0;
+    for i in 0..4096 + 10 {
+        if !n
+            .wire
+            .deliver(udp_to(WEB1_IP, 9, &(i as u32).to_be_bytes()))
+        {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 10);
+    let t0 = std::time::Instant::now();
+    let mut polls = 0;
+    while n.worker.poll(t0) > 0 {
+        polls += 1;
+        assert!(polls < 10_000);
+    }
+    assert_eq!(n.rt.stats.port_dropped(0, PortDrop::RxRingFull), 10);
+    assert_eq!(
+        n.rt.stats.port_sum(0, |p| p.rx_packets.get()),
+        4096,
+        "the frames that found room"
+    );
+    let mut got = 0;
+    while s.try_recv().is_some() {
+        got += 1;
+    }
+    assert_eq!(
+        got, 1024,
+        "the socket queue's depth; the rest are queue_full"
+    );
+    // Read about every 100 ms: a later drop shows at the next read, and once.
+    for _ in 0..4096 + 3 {
+        n.wire.deliver(udp_to(WEB1_IP, 9, b"x"));
+    }
+    n.worker.poll(t0);
+    assert_eq!(n.rt.stats.port_dropped(0, PortDrop::RxRingFull), 10);
+    let later = t0 + std::time::Duration::from_millis(150);
+    while n.worker.poll(later) > 0 {}
+    assert_eq!(n.rt.stats.port_dropped(0, PortDrop::RxRingFull), 13);
+    n.worker.poll(later + std::time::Duration::from_millis(150));
+    assert_eq!(n.rt.stats.port_dropped(0, PortDrop::RxRingFull), 13);
+}

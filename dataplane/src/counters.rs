@@ -171,10 +171,13 @@ pub enum PortDrop {
     ArpUnresolved,
     /// A send had no route or no device for its output.
     NoRoute,
+    /// The port's receive ring was full: the device or the kernel dropped frames before the
+    /// worker took them (`Port::rx_ring_drops`, read about every 100 ms).
+    RxRingFull,
 }
 
 /// Number of `PortDrop` labels.
-pub const PORT_DROPS: usize = DropReason::COUNT + 8;
+pub const PORT_DROPS: usize = DropReason::COUNT + 9;
 
 impl PortDrop {
     #[inline(always)]
@@ -189,6 +192,7 @@ impl PortDrop {
             PortDrop::TxRingFull => DropReason::COUNT + 5,
             PortDrop::ArpUnresolved => DropReason::COUNT + 6,
             PortDrop::NoRoute => DropReason::COUNT + 7,
+            PortDrop::RxRingFull => DropReason::COUNT + 8,
         }
     }
     pub fn all() -> impl Iterator<Item = PortDrop> {
@@ -204,6 +208,7 @@ impl PortDrop {
                 PortDrop::TxRingFull,
                 PortDrop::ArpUnresolved,
                 PortDrop::NoRoute,
+                PortDrop::RxRingFull,
             ])
     }
     pub fn as_str(self) -> &'static str {
@@ -217,6 +222,7 @@ impl PortDrop {
             PortDrop::TxRingFull => "tx_ring_full",
             PortDrop::ArpUnresolved => "arp_unresolved",
             PortDrop::NoRoute => "no_route",
+            PortDrop::RxRingFull => "rx_ring_full",
         }
     }
     /// Whether the drop is a malformed frame (`l3ns_port_dropped_packets_total` keeps the

@@ -119,6 +119,10 @@ const WAKE_GAP: Duration = Duration::from_micros(50);
 /// 100,000 addresses the hint pays).
 const CACHED_ADDRS: usize = 4096;
 
+/// How often a worker reads its ports' receive-ring drops (`Port::rx_ring_drops`: a system
+/// call on AF_PACKET, a device statistics read on DPDK).
+const RING_DROPS_EVERY: Duration = Duration::from_millis(100);
+
 /// Worker settings.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -197,6 +201,10 @@ pub struct Worker<P: Port> {
     arp_asked: HashMap<(u16, Ipv4Addr), Instant>,
     icmp_tokens: f64,
     icmp_refill: Instant,
+    /// Per port: its receive-ring drops counted so far (`Port::rx_ring_drops`).
+    ring_drops_seen: Vec<u64>,
+    /// When the ports' receive-ring drops are read next.
+    next_ring_read: Option<Instant>,
 }
 
 impl<P: Port> Worker<P> {
@@ -233,6 +241,8 @@ impl<P: Port> Worker<P> {
             waiting: Vec::new(),
             arp_asked: HashMap::new(),
             icmp_refill: Instant::now(),
+            ring_drops_seen: Vec::new(),
+            next_ring_read: None,
         }
     }
 
@@ -275,6 +285,7 @@ impl<P: Port> Worker<P> {
         // Drain what is already staged or waiting to be sent before leaving.
         self.poll(Instant::now());
         self.wake_consumers(Instant::now());
+        self.count_ring_drops();
         self
     }
 
@@ -290,6 +301,10 @@ impl<P: Port> Worker<P> {
         self.retry_waiting(&table, now);
         for p in &mut self.ports {
             p.port.tx_flush();
+        }
+        if self.next_ring_read.is_none_or(|t| now >= t) {
+            self.next_ring_read = Some(now + RING_DROPS_EVERY);
+            self.count_ring_drops();
         }
         if work > 0 {
             self.counters.busy_polls.inc();
@@ -307,6 +322,22 @@ impl<P: Port> Worker<P> {
             }
         }
         work
+    }
+
+    /// Adds what each port's receive ring dropped since the last read to the port's
+    /// `rx_ring_full` drops (frames lost before the worker saw them: without this they would
+    /// be lost silently).
+    fn count_ring_drops(&mut self) {
+        self.ring_drops_seen.resize(self.ports.len(), 0);
+        for (p, seen) in self.ports.iter_mut().zip(&mut self.ring_drops_seen) {
+            if let Some(total) = p.port.rx_ring_drops() {
+                if total > *seen {
+                    self.counters.ports[p.index].dropped[PortDrop::RxRingFull.index()]
+                        .add(total - *seen);
+                    *seen = total;
+                }
+            }
+        }
     }
 
     /// Wakes the consumers parked on the queues handed batches since the last call: one

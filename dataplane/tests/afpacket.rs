@@ -592,6 +592,8 @@ fn full_receive_ring_drops_are_counted_and_the_ring_recovers() {
         dropped > 0,
         "a 2-block ring must overflow with {total} frames"
     );
+    // What the worker reads as the port's `rx_ring_full` drops: the same kernel count.
+    assert_eq!(port.rx_ring_drops(), Some(dropped));
 
     let mut delivered = 0u64;
     let mut ours = Vec::new();

@@ -227,6 +227,10 @@ fn null_rss_and_rx(eal: &DpdkEal) {
     let s = ports[0].port_stats().expect("stats");
     eprintln!("{s:?}");
     assert!(s.opackets >= 2 && s.ipackets >= 2);
+    // Receive-ring drops are per device: queue 0 reports them (imissed + rx_nombuf), the
+    // others nothing, so a worker per queue does not count them twice.
+    assert_eq!(ports[0].rx_ring_drops(), Some(s.imissed + s.rx_nombuf));
+    assert_eq!(ports[1].rx_ring_drops(), None);
 }
 
 fn open_errors(eal: &DpdkEal) {

@@ -964,6 +964,11 @@ impl Port for AfPacketPort {
             self.counters.tx_last_errno = last_errno();
         }
     }
+
+    /// The kernel's count of frames this queue's ring had no room for (`stats`).
+    fn rx_ring_drops(&mut self) -> Option<u64> {
+        Some(self.stats().1)
+    }
 }
 
 // ---- Interface queries ----

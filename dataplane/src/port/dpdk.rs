@@ -1049,6 +1049,14 @@ impl Port for DpdkPort {
         self.counters.tx_frames += sent as u64;
         self.tx_len = 0;
     }
+
+    /// The device's `imissed` + `rx_nombuf`, reported by queue 0 only (they are per device).
+    fn rx_ring_drops(&mut self) -> Option<u64> {
+        if self.queue != 0 {
+            return None;
+        }
+        self.port_stats().ok().map(|s| s.imissed + s.rx_nombuf)
+    }
 }
 
 impl Drop for DpdkPort {

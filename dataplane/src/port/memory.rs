@@ -73,6 +73,8 @@ pub struct MemoryStats {
     pub rx_frames: AtomicU64,
     pub tx_frames: AtomicU64,
     pub tx_ring_full: AtomicU64,
+    /// Frames `MemoryWire::deliver` found no room for in the receive ring.
+    pub rx_ring_full: AtomicU64,
 }
 
 /// The worker's side.
@@ -139,6 +141,17 @@ impl MemoryWire {
     /// Offers a frame to the port; gives it back when the ring is full.
     pub fn inject(&self, frame: Vec<u8>) -> Result<(), Vec<u8>> {
         self.rx.push(frame)
+    }
+
+    /// Delivers a frame the way a device does: into the receive ring, or, when it is full,
+    /// nowhere — dropped and counted (`MemoryStats::rx_ring_full`, which the port reports as
+    /// its receive-ring drops). Returns whether the frame found room.
+    pub fn deliver(&self, frame: Vec<u8>) -> bool {
+        if self.rx.push(frame).is_ok() {
+            return true;
+        }
+        self.stats.rx_ring_full.fetch_add(1, Ordering::Relaxed);
+        false
     }
 
     /// Takes every transmitted frame collected so far.
@@ -251,6 +264,10 @@ impl Port for MemoryPort {
             }
         }
         self.stats.tx_frames.store(self.tx_local, Ordering::Relaxed);
+    }
+
+    fn rx_ring_drops(&mut self) -> Option<u64> {
+        Some(self.stats.rx_ring_full.load(Ordering::Relaxed))
     }
 }
 

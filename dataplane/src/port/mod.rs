@@ -53,4 +53,13 @@ pub trait Port: Send {
 
     /// Hands every queued frame to the device. Called once per poll, after the burst.
     fn tx_flush(&mut self);
+
+    /// Frames the port's receive ring had no room for since it was opened, dropped by the
+    /// device or the kernel before the worker could take them (DPDK `imissed` + `rx_nombuf`,
+    /// AF_PACKET's `tp_drops`, a memory wire's `deliver` into a full ring): cumulative, or
+    /// `None` where the port cannot tell (or another queue of the device reports them). May
+    /// cost a system call: the worker reads it about every 100 ms.
+    fn rx_ring_drops(&mut self) -> Option<u64> {
+        None
+    }
 }
