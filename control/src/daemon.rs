@@ -211,6 +211,9 @@ impl Port for AnyPort {
     fn rx_ring_drops(&mut self) -> Option<u64> {
         each_port!(self, p => p.rx_ring_drops())
     }
+    fn tx_ring_drops(&mut self) -> Option<u64> {
+        each_port!(self, p => p.tx_ring_drops())
+    }
 }
 
 /// The opened ports: `queues[port][worker]`, and each port's MAC.

@@ -201,8 +201,9 @@ pub struct Worker<P: Port> {
     arp_asked: HashMap<(u16, Ipv4Addr), Instant>,
     icmp_tokens: f64,
     icmp_refill: Instant,
-    /// Per port: its receive-ring drops counted so far (`Port::rx_ring_drops`).
-    ring_drops_seen: Vec<u64>,
+    /// Per port: its receive- and transmit-ring drops counted so far (`Port::rx_ring_drops`,
+    /// `Port::tx_ring_drops`).
+    ring_drops_seen: Vec<(u64, u64)>,
     /// When the ports' receive-ring drops are read next.
     next_ring_read: Option<Instant>,
 }
@@ -324,16 +325,20 @@ impl<P: Port> Worker<P> {
         work
     }
 
-    /// Adds what each port's receive ring dropped since the last read to the port's
-    /// `rx_ring_full` drops (frames lost before the worker saw them: without this they would
-    /// be lost silently).
+    /// Adds what each port's rings dropped since the last read to the port's drops: the
+    /// receive ring's as `rx_ring_full` (frames lost before the worker saw them), the transmit
+    /// ring's as `tx_ring_full` (frames the port had accepted, already counted sent). Without
+    /// this both would be lost silently.
     fn count_ring_drops(&mut self) {
-        self.ring_drops_seen.resize(self.ports.len(), 0);
-        for (p, seen) in self.ports.iter_mut().zip(&mut self.ring_drops_seen) {
-            if let Some(total) = p.port.rx_ring_drops() {
-                if total > *seen {
-                    self.counters.ports[p.index].dropped[PortDrop::RxRingFull.index()]
-                        .add(total - *seen);
+        self.ring_drops_seen.resize(self.ports.len(), (0, 0));
+        for (p, (rx_seen, tx_seen)) in self.ports.iter_mut().zip(&mut self.ring_drops_seen) {
+            let pc = &self.counters.ports[p.index];
+            for (total, seen, why) in [
+                (p.port.rx_ring_drops(), rx_seen, PortDrop::RxRingFull),
+                (p.port.tx_ring_drops(), tx_seen, PortDrop::TxRingFull),
+            ] {
+                if let Some(total) = total.filter(|t| *t > *seen) {
+                    pc.dropped[why.index()].add(total - *seen);
                     *seen = total;
                 }
             }
@@ -1144,5 +1149,89 @@ impl<'a> RxCtx<'a> {
         };
         r.len = wire::build_icmp_port_unreachable(&mut r.buf, &addrs, u.ip.packet).unwrap_or(0);
         self.pc.icmp_unreachable_sent.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::PortInfo;
+    use std::sync::atomic::AtomicU64;
+
+    /// A port with nothing to receive whose ring-drop totals the test sets.
+    struct Drops {
+        info: PortInfo,
+        rx: Arc<AtomicU64>,
+        tx: Arc<AtomicU64>,
+    }
+
+    impl Port for Drops {
+        fn info(&self) -> &PortInfo {
+            &self.info
+        }
+        fn rx_groups<F: FnMut(&[&[u8]])>(&mut self, _max: usize, _on_group: F) -> usize {
+            0
+        }
+        fn tx_frame<F: FnOnce(&mut [u8]) -> usize>(&mut self, _len: usize, _build: F) -> bool {
+            false
+        }
+        fn tx_flush(&mut self) {}
+        fn rx_ring_drops(&mut self) -> Option<u64> {
+            Some(self.rx.load(Ordering::Relaxed))
+        }
+        fn tx_ring_drops(&mut self) -> Option<u64> {
+            Some(self.tx.load(Ordering::Relaxed))
+        }
+    }
+
+    #[test]
+    fn ring_drops_are_counted_once_at_each_read_about_every_100_ms() {
+        let (rx, tx) = (Arc::new(AtomicU64::new(5)), Arc::new(AtomicU64::new(2)));
+        let port = Drops {
+            info: PortInfo {
+                name: "d0".into(),
+                mac: [2, 0, 0, 0, 0, 1],
+                max_frame: 1514,
+            },
+            rx: rx.clone(),
+            tx: tx.clone(),
+        };
+        let shared = Shared::new(Arc::new(ArcSwap::from_pointee(OwnerTable::new())), 1, 16);
+        let counters = Arc::new(WorkerCounters::new(1));
+        let mut w = Worker::new(
+            WorkerConfig::default(),
+            vec![WorkerPort {
+                port,
+                dev: DevId(1),
+                index: 0,
+            }],
+            shared,
+            counters.clone(),
+        );
+        let drops = |why: PortDrop| counters.ports[0].dropped[why.index()].get();
+        let t0 = Instant::now();
+        w.poll(t0);
+        assert_eq!(
+            (drops(PortDrop::RxRingFull), drops(PortDrop::TxRingFull)),
+            (5, 2)
+        );
+        rx.store(9, Ordering::Relaxed);
+        tx.store(3, Ordering::Relaxed);
+        w.poll(t0 + Duration::from_millis(50));
+        assert_eq!(
+            (drops(PortDrop::RxRingFull), drops(PortDrop::TxRingFull)),
+            (5, 2),
+            "not read again before 100 ms"
+        );
+        w.poll(t0 + Duration::from_millis(150));
+        assert_eq!(
+            (drops(PortDrop::RxRingFull), drops(PortDrop::TxRingFull)),
+            (9, 3)
+        );
+        w.poll(t0 + Duration::from_millis(300));
+        assert_eq!(
+            (drops(PortDrop::RxRingFull), drops(PortDrop::TxRingFull)),
+            (9, 3)
+        );
     }
 }

@@ -151,6 +151,24 @@ fn ring_loopback_exact_bytes(eal: &DpdkEal) {
     let s = port.port_stats().expect("stats");
     eprintln!("{s:?}");
     assert_eq!((s.ipackets, s.opackets), (154, 154));
+    assert_eq!(port.tx_ring_drops(), Some(0));
+    // Nobody receives: the ring fills and the device refuses frames tx_frame had accepted.
+    // The port reports them (the worker counts them as `tx_ring_full`), then the ring drains.
+    let mut sent = 0u64;
+    while port.counters().tx_dropped == 0 && sent < 100_000 {
+        assert!(send(&mut port, &frame(7, 60)));
+        sent += 1;
+    }
+    port.tx_flush();
+    let c = port.counters();
+    assert!(
+        c.tx_dropped > 0,
+        "the ring never filled after {sent} frames"
+    );
+    assert_eq!(port.tx_ring_drops(), Some(c.tx_dropped));
+    let queued = (c.tx_frames - 154) as usize;
+    assert_eq!(receive(&mut port, queued).len(), queued);
+    assert_eq!(port.rx_burst(MAX_BURST, |_| {}), 0);
     // Every received mbuf went back to the pool (the tx stash keeps at most a handful).
     let avail = stats.pool_available();
     assert!(

@@ -1057,6 +1057,10 @@ impl Port for DpdkPort {
         }
         self.port_stats().ok().map(|s| s.imissed + s.rx_nombuf)
     }
+
+    fn tx_ring_drops(&mut self) -> Option<u64> {
+        Some(self.counters.tx_dropped)
+    }
 }
 
 impl Drop for DpdkPort {

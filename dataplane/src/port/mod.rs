@@ -62,4 +62,11 @@ pub trait Port: Send {
     fn rx_ring_drops(&mut self) -> Option<u64> {
         None
     }
+
+    /// Frames `tx_frame` accepted that the device then refused at `tx_flush` (its transmit
+    /// ring full): cumulative, or `None` where the port never drops an accepted frame (it
+    /// retries, or refuses in `tx_frame`). Read with [`Port::rx_ring_drops`].
+    fn tx_ring_drops(&mut self) -> Option<u64> {
+        None
+    }
 }
