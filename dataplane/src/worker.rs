@@ -119,7 +119,7 @@ const WAKE_GAP: Duration = Duration::from_micros(50);
 /// 100,000 addresses the hint pays).
 const CACHED_ADDRS: usize = 4096;
 
-/// How often a worker reads its ports' receive-ring drops (`Port::rx_ring_drops`: a system
+/// How often a worker reads its ports' ring drops (`Port::rx_ring_drops`: a system
 /// call on AF_PACKET, a device statistics read on DPDK).
 const RING_DROPS_EVERY: Duration = Duration::from_millis(100);
 
@@ -204,7 +204,7 @@ pub struct Worker<P: Port> {
     /// Per port: its receive- and transmit-ring drops counted so far (`Port::rx_ring_drops`,
     /// `Port::tx_ring_drops`).
     ring_drops_seen: Vec<(u64, u64)>,
-    /// When the ports' receive-ring drops are read next.
+    /// When the ports' ring drops are read next.
     next_ring_read: Option<Instant>,
 }
 
