@@ -165,7 +165,9 @@ pub enum PortDrop {
     OtherHost,
     /// ICMP other than echo requests (nothing consumes it).
     IcmpUnhandled,
-    /// The transmit ring was full.
+    /// The transmit ring was full: the port refused the frame, or the device refused it at
+    /// the flush after the port had accepted it (`Port::tx_ring_drops`, read with the receive
+    /// ring's drops).
     TxRingFull,
     /// A send waited for ARP resolution and the wait queue was full, or resolution failed.
     ArpUnresolved,
