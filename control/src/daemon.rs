@@ -214,6 +214,9 @@ impl Port for AnyPort {
     fn tx_ring_drops(&mut self) -> Option<u64> {
         each_port!(self, p => p.tx_ring_drops())
     }
+    fn maintain(&mut self, now: std::time::Instant) {
+        each_port!(self, p => p.maintain(now))
+    }
 }
 
 /// The opened ports: `queues[port][worker]`, and each port's MAC.
@@ -302,9 +305,15 @@ fn open_dpdk(
                 .map(|a| a.split(',').next().unwrap_or_default().to_string())
         })
         .unwrap_or_default();
+    // DPDK 22.11's memif client connects only when the port starts: with one worker, l3nsd
+    // restarts it while its server is gone, so that it connects again when the server is back.
+    let memif_client = devargs
+        .as_deref()
+        .is_some_and(|a| a.starts_with("net_memif") && a.contains("role=client"));
     let opts = DpdkPortOptions {
         name: Some(name.clone()),
         promiscuous: p.promiscuous,
+        restart_when_down: memif_client,
         ..DpdkPortOptions::default()
     };
     let ports = dpdk::open(eal, &device, workers as u16, &opts)

@@ -74,25 +74,40 @@ fn can_run() -> bool {
 /// Starts `l3nsd` with a memif server port (web1 owns 10.97.0.2, a sink on 0.0.0.0:9) in a
 /// scratch directory named after `tag`; returns the guard (which stops it and cleans up),
 /// the memif socket and the control socket.
-fn start_l3nsd(tag: &str) -> (Guard, PathBuf, PathBuf) {
-    let pid = std::process::id();
-    let dir = std::env::temp_dir().join(format!("l3ns-memif-{tag}-{pid}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn start_l3nsd(tag: &str, role: &str) -> (Guard, PathBuf, PathBuf) {
+    start_l3nsd_at(tag, role, None)
+}
+
+/// Raises the hugepage pool to 768 pages if it is smaller; returns the size to give back.
+fn raise_hugepages() -> Option<String> {
     let before = std::fs::read_to_string(HUGEPAGES)
         .unwrap_or_default()
         .trim()
         .to_string();
+    if before.parse::<u32>().unwrap_or(0) < 768 {
+        std::fs::write(HUGEPAGES, "768").unwrap();
+        return Some(before);
+    }
+    None
+}
+
+/// `start_l3nsd` with the memif socket `sock` (one in its scratch directory when `None`).
+fn start_l3nsd_at(
+    tag: &str,
+    role: &str,
+    sock: Option<&std::path::Path>,
+) -> (Guard, PathBuf, PathBuf) {
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("l3ns-memif-{tag}-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
     let mut g = Guard {
         dir: dir.clone(),
         daemon: None,
         hugepages_before: None,
     };
-    if before.parse::<u32>().unwrap_or(0) < 768 {
-        std::fs::write(HUGEPAGES, "768").unwrap();
-        g.hugepages_before = Some(before);
-    }
-    let sock = dir.join("memif.sock");
+    g.hugepages_before = raise_hugepages();
+    let sock = sock.map_or_else(|| dir.join("memif.sock"), |s| s.to_path_buf());
     let control = dir.join("ctl.sock");
     let config = format!(
         r#"
@@ -104,7 +119,7 @@ eal_args = ["--in-memory", "-m", "256", "--no-pci", "--file-prefix", "l3ns-memif
 [[port]]
 name = "memif0"
 backend = "dpdk"
-dpdk_args = "net_memif{pid},role=server,socket={sock},mac=02:00:00:00:0a:01"
+dpdk_args = "net_memif{pid},role={role},socket={sock},mac=02:00:00:00:0a:01"
 
 [[namespace]]
 name = "web1"
@@ -167,6 +182,12 @@ listen = "off"
 
 /// `dpdk-testpmd` as the memif client, sending UDP to web1:9 for `seconds` (then SIGINT).
 fn testpmd_client(sock: &std::path::Path, tag: &str, seconds: u32) -> Child {
+    testpmd_generator(sock, tag, seconds, "client")
+}
+
+/// `dpdk-testpmd` sending UDP to web1:9 over memif in `role` (`client` or `server`) for
+/// `seconds` (then SIGINT).
+fn testpmd_generator(sock: &std::path::Path, tag: &str, seconds: u32, role: &str) -> Child {
     let pid = std::process::id();
     Command::new("timeout")
         .args([
@@ -186,7 +207,7 @@ fn testpmd_client(sock: &std::path::Path, tag: &str, seconds: u32) -> Child {
             "0-1",
         ])
         .arg("--vdev")
-        .arg(format!("net_memif0,role=client,socket={}", sock.display()))
+        .arg(format!("net_memif0,role={role},socket={}", sock.display()))
         .args([
             "--",
             "--forward-mode=txonly",
@@ -218,10 +239,11 @@ fn l3nsd_and_testpmd_over_memif() {
     }
     l3nsd_on_memif_receives_from_testpmd_in_another_process();
     l3nsd_survives_memif_clients_leaving_and_serves_the_next();
+    l3nsd_as_memif_client_reconnects_to_a_restarted_server();
 }
 
 fn l3nsd_on_memif_receives_from_testpmd_in_another_process() {
-    let (mut g, sock, control) = start_l3nsd("rx");
+    let (mut g, sock, control) = start_l3nsd("rx", "server");
     // testpmd as the client side, generating UDP to web1:9 for a bounded time.
     let testpmd = testpmd_client(&sock, "rx", 8);
     // While testpmd sends: frames arrive, are classified to web1 and delivered or counted.
@@ -312,7 +334,7 @@ fn l3nsd_on_memif_receives_from_testpmd_in_another_process() {
 /// reliable check of the guard is `memif_peer_leaving_mid_burst` in `dataplane/tests/dpdk.rs`).
 fn l3nsd_survives_memif_clients_leaving_and_serves_the_next() {
     const ROUNDS: usize = 4;
-    let (mut g, sock, control) = start_l3nsd("reconnect");
+    let (mut g, sock, control) = start_l3nsd("reconnect", "server");
     let rx = |control: &std::path::Path| {
         ctl(control, &["stats"])["ports"][0]["rx_packets"]
             .as_u64()
@@ -357,4 +379,86 @@ fn l3nsd_survives_memif_clients_leaving_and_serves_the_next() {
         last = rx(&control).max(now);
     }
     eprintln!("{ROUNDS} memif clients came and went; l3nsd received {last} frames and is running");
+}
+
+/// l3nsd as the memif client: its server (testpmd) goes away and a new one comes up on the
+/// same socket. DPDK 22.11's memif client connects only when its port starts; l3nsd (one
+/// worker) restarts the port while the link is down, so it receives from the new server.
+fn l3nsd_as_memif_client_reconnects_to_a_restarted_server() {
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("l3ns-memif-srv-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("memif.sock");
+    // Hugepages for the server, given back last (after l3nsd's guard).
+    let pool = Guard {
+        dir: dir.clone(),
+        daemon: None,
+        hugepages_before: raise_hugepages(),
+    };
+    // The server listens before l3nsd's port starts (its first connect).
+    let mut server = testpmd_generator(&sock, "srv1", 30, "server");
+    let wait_listening = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .contains(sock.to_str().unwrap())
+    {
+        assert!(
+            Instant::now() < wait_listening && server.try_wait().unwrap().is_none(),
+            "testpmd did not listen on {}",
+            sock.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut g, _, control) = start_l3nsd_at("client", "client", Some(&sock));
+    let rx = |control: &std::path::Path| {
+        ctl(control, &["stats"])["ports"][0]["rx_packets"]
+            .as_u64()
+            .unwrap()
+    };
+    let wait_rx = |from: u64, what: &str, g: &mut Guard| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = rx(&control);
+            if now > from + 1000 {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: l3nsd received {} frames: {}",
+                now - from,
+                daemon_log(g)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let first = wait_rx(0, "first server", &mut g);
+    // The server goes away; l3nsd stays up.
+    Command::new("kill")
+        .args(["-INT", &server.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = server.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        g.daemon.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "l3nsd exited when its memif server left: {}",
+        daemon_log(&g)
+    );
+    let after = rx(&control);
+    // A new server on the same socket: l3nsd connects again and receives from it.
+    let _ = std::fs::remove_file(&sock);
+    let mut server = testpmd_generator(&sock, "srv2", 30, "server");
+    let again = wait_rx(after, "the restarted server", &mut g);
+    Command::new("kill")
+        .args(["-INT", &server.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = server.wait();
+    eprintln!(
+        "l3nsd (memif client): {first} frames from the first server, {} from the second",
+        again - after
+    );
+    drop(g);
+    drop(pool);
 }

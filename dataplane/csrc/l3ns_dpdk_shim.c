@@ -133,6 +133,19 @@ int l3ns_stats_get(uint16_t port_id, struct l3ns_port_stats *out)
 	return 0;
 }
 
+/* 1 when the port's link is up, 0 when down, a negative errno on failure (no waiting). */
+int l3ns_link_up(uint16_t port_id)
+{
+	struct rte_eth_link link;
+	int ret;
+
+	memset(&link, 0, sizeof(link));
+	ret = rte_eth_link_get_nowait(port_id, &link);
+	if (ret != 0)
+		return ret;
+	return link.link_status == RTE_ETH_LINK_UP;
+}
+
 /* Usable data room of a fresh mbuf from `pool` (data room minus headroom). */
 uint16_t l3ns_pool_data_room(struct rte_mempool *pool)
 {

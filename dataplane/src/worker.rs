@@ -306,6 +306,9 @@ impl<P: Port> Worker<P> {
         if self.next_ring_read.is_none_or(|t| now >= t) {
             self.next_ring_read = Some(now + RING_DROPS_EVERY);
             self.count_ring_drops();
+            for p in &mut self.ports {
+                p.port.maintain(now);
+            }
         }
         if work > 0 {
             self.counters.busy_polls.inc();

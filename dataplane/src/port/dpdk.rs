@@ -23,6 +23,7 @@ use std::ffi::{c_char, c_int, c_uint, CStr, CString};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Most frames one `rx_burst` call receives, and the size of the transmit batch.
 pub const MAX_BURST: usize = 64;
@@ -155,6 +156,7 @@ mod ffi {
         pub fn l3ns_stats_get(port_id: u16, out: *mut PortStats) -> c_int;
         pub fn l3ns_pool_data_room(pool: *mut RteMempool) -> u16;
         pub fn l3ns_burst_guard_enable();
+        pub fn l3ns_link_up(port_id: u16) -> c_int;
         pub fn l3ns_rx_burst(
             port_id: u16,
             queue_id: u16,
@@ -465,6 +467,11 @@ pub struct DpdkPortOptions {
     pub promiscuous: bool,
     /// MTU to set; the device's current MTU when `None`.
     pub mtu: Option<u16>,
+    /// Restart the device (stop, start) while its link stays down, after 1 s and then at
+    /// growing intervals up to 8 s: a memif client whose server went away connects again only
+    /// on a start in DPDK 22.11. Only for a device opened with one queue pair (its only queue
+    /// handle restarts it between its own bursts); ignored otherwise.
+    pub restart_when_down: bool,
 }
 
 impl Default for DpdkPortOptions {
@@ -479,6 +486,7 @@ impl Default for DpdkPortOptions {
             distribution: RxDistribution::RssIpv4,
             promiscuous: false,
             mtu: None,
+            restart_when_down: false,
         }
     }
 }
@@ -794,7 +802,11 @@ pub fn open_port_id(
     };
 
     Ok((0..queues)
-        .map(|q| DpdkPort::new(dev.clone(), info.clone(), q))
+        .map(|q| {
+            let mut p = DpdkPort::new(dev.clone(), info.clone(), q);
+            p.restart = opts.restart_when_down && queues == 1;
+            p
+        })
         .collect())
 }
 
@@ -820,6 +832,8 @@ pub struct DpdkQueueCounters {
     pub tx_no_mbuf: u64,
     /// `tx_frame` refusals because `len` exceeded `max_frame`.
     pub tx_oversize: u64,
+    /// Restarts of the device while its link was down (`restart_when_down`).
+    pub restarts: u64,
 }
 
 /// One rx/tx queue pair of an open DPDK device. Owned by one worker thread.
@@ -840,6 +854,12 @@ pub struct DpdkPort {
     stash_data: [*mut u8; TX_STASH],
     stash_len: usize,
     counters: DpdkQueueCounters,
+    /// `restart_when_down` and this is the device's only queue.
+    restart: bool,
+    /// Since when the link has been seen down, and when to try a restart next.
+    down: Option<(Instant, Instant)>,
+    /// A restart's start failed: the device is stopped and not polled until one succeeds.
+    stopped: bool,
 }
 
 // SAFETY: a DpdkPort is the only user of its (port, queue) pair, and the mbufs it holds (stash,
@@ -867,6 +887,9 @@ impl DpdkPort {
             stash_data: [std::ptr::null_mut(); TX_STASH],
             stash_len: 0,
             counters: DpdkQueueCounters::default(),
+            restart: false,
+            down: None,
+            stopped: false,
         }
     }
 
@@ -937,7 +960,7 @@ impl Port for DpdkPort {
     #[inline]
     fn rx_groups<F: FnMut(&[&[u8]])>(&mut self, max: usize, mut on_group: F) -> usize {
         let want = max.min(MAX_BURST).min(super::MAX_GROUP) as u16;
-        if want == 0 {
+        if want == 0 || self.stopped {
             return 0;
         }
         // SAFETY: the four arrays have MAX_BURST >= want entries; this handle owns the queue.
@@ -1023,6 +1046,14 @@ impl Port for DpdkPort {
         if n == 0 {
             return;
         }
+        if self.stopped {
+            // A stopped device takes nothing (DPDK's stopped-port burst only logs an error).
+            // SAFETY: the first n entries are fresh mbufs owned by this handle, freed once.
+            unsafe { ffi::l3ns_pktmbuf_free_bulk(self.tx_mbufs.as_mut_ptr(), n as c_uint) };
+            self.counters.tx_dropped += n as u64;
+            self.tx_len = 0;
+            return;
+        }
         // SAFETY: the first n entries are fresh single-segment mbufs owned by this handle with
         // lengths within their data room; this handle owns the tx queue. The device takes
         // ownership of the first `sent`.
@@ -1061,7 +1092,42 @@ impl Port for DpdkPort {
     fn tx_ring_drops(&mut self) -> Option<u64> {
         Some(self.counters.tx_dropped)
     }
+
+    /// `restart_when_down`: restarts the device while its link stays down (see the option).
+    fn maintain(&mut self, now: Instant) {
+        if !self.restart {
+            return;
+        }
+        // SAFETY: plain value; a link query that does not wait.
+        if !self.stopped && unsafe { ffi::l3ns_link_up(self.port_id) } == 1 {
+            self.down = None;
+            return;
+        }
+        let (since, next) = *self.down.get_or_insert((now, now + RESTART_FIRST));
+        if now < next {
+            return;
+        }
+        self.tx_flush();
+        // SAFETY: this handle is the device's only queue (`restart`), so no other thread
+        // polls it; stop and start are control calls between this thread's own bursts. A
+        // start that fails leaves the device stopped, and `stopped` keeps it unpolled.
+        let started = unsafe {
+            if !self.stopped {
+                ffi::rte_eth_dev_stop(self.port_id);
+            }
+            ffi::rte_eth_dev_start(self.port_id)
+        } == 0;
+        self.stopped = !started;
+        self.counters.restarts += 1;
+        let wait = (now - since).clamp(RESTART_FIRST, RESTART_MAX);
+        self.down = Some((since, now + wait));
+    }
 }
+
+/// `restart_when_down`: the first restart after the link is seen down, and the longest wait
+/// between two (the wait doubles: it is the time the link has been down, within these bounds).
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(8);
 
 impl Drop for DpdkPort {
     fn drop(&mut self) {

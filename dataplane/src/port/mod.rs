@@ -69,4 +69,8 @@ pub trait Port: Send {
     fn tx_ring_drops(&mut self) -> Option<u64> {
         None
     }
+
+    /// Housekeeping the worker runs between polls, about every 100 ms (with the ring-drop
+    /// reads): e.g. a DPDK memif client restarting its device when its server went away.
+    fn maintain(&mut self, _now: std::time::Instant) {}
 }
