@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <rte_debug.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
 #include <rte_interrupts.h>
@@ -189,9 +190,6 @@ struct l3ns_guard_slot {
 static _Atomic(struct l3ns_guard_slot *) l3ns_guard_slots;
 static atomic_int l3ns_guard_on;
 static _Thread_local struct l3ns_guard_slot *l3ns_my_slot;
-/* For a thread that could not get a slot of its own (out of memory): bursts are counted in
- * `l3ns_guard_unslotted` and the interrupt thread waits for that count to drop to zero. */
-static _Atomic uint64_t l3ns_guard_unslotted;
 
 void l3ns_burst_guard_enable(void) { atomic_store(&l3ns_guard_on, 1); }
 
@@ -202,7 +200,7 @@ static struct l3ns_guard_slot *l3ns_slot(void)
 	if (__builtin_expect(s == NULL, 0)) {
 		s = aligned_alloc(64, sizeof(*s));
 		if (s == NULL)
-			return NULL;
+			rte_panic("l3ns: no memory for a thread's burst guard slot\n");
 		atomic_init(&s->seq, 0);
 		s->next = atomic_load(&l3ns_guard_slots);
 		while (!atomic_compare_exchange_weak(&l3ns_guard_slots, &s->next, s))
@@ -216,10 +214,6 @@ static inline struct l3ns_guard_slot *l3ns_enter(void)
 {
 	struct l3ns_guard_slot *s = l3ns_slot();
 
-	if (__builtin_expect(s == NULL, 0)) {
-		atomic_fetch_add(&l3ns_guard_unslotted, 1);
-		return NULL;
-	}
 	/* Odd: inside. The exchange is a full fence on x86 and seq_cst elsewhere. */
 	atomic_exchange_explicit(&s->seq, atomic_load_explicit(&s->seq, memory_order_relaxed) + 1,
 				 memory_order_seq_cst);
@@ -228,45 +222,13 @@ static inline struct l3ns_guard_slot *l3ns_enter(void)
 
 static inline void l3ns_leave(struct l3ns_guard_slot *s)
 {
-	if (__builtin_expect(s == NULL, 0)) {
-		atomic_fetch_sub_explicit(&l3ns_guard_unslotted, 1, memory_order_release);
-		return;
-	}
 	atomic_store_explicit(&s->seq, atomic_load_explicit(&s->seq, memory_order_relaxed) + 1,
 			      memory_order_release);
 }
 
-/* Spins (with a short sleep every 1,024 rounds) while `busy(arg)`, at most about a second: a
- * stuck thread must not hang the disconnect for ever. */
-static void l3ns_spin_while(int (*busy)(const void *, uint64_t), const void *arg, uint64_t seen)
-{
-	unsigned long spins = 0;
-
-	while (busy(arg, seen)) {
-		if (++spins > 1000000UL)
-			return;
-		if ((spins & 1023) == 0) {
-			struct timespec ts = { 0, 1000 };
-			nanosleep(&ts, NULL);
-		}
-		rte_pause();
-	}
-}
-
-static int l3ns_slot_unchanged(const void *slot, uint64_t seen)
-{
-	const struct l3ns_guard_slot *s = slot;
-	return atomic_load_explicit(&s->seq, memory_order_acquire) == seen;
-}
-
-static int l3ns_unslotted_busy(const void *unused, uint64_t seen)
-{
-	(void)unused;
-	(void)seen;
-	return atomic_load_explicit(&l3ns_guard_unslotted, memory_order_acquire) != 0;
-}
-
-/* Waits until every thread inside a burst now has left it. */
+/* Waits until every thread inside a burst now has left it: until its slot's number changes,
+ * spinning with a short sleep every 1,024 rounds, at most about a second each (a stuck thread
+ * must not hang the disconnect for ever). */
 static void l3ns_wait_for_bursts(void)
 {
 	struct l3ns_guard_slot *s;
@@ -274,10 +236,19 @@ static void l3ns_wait_for_bursts(void)
 	atomic_thread_fence(memory_order_seq_cst);
 	for (s = atomic_load(&l3ns_guard_slots); s != NULL; s = s->next) {
 		uint64_t seen = atomic_load_explicit(&s->seq, memory_order_acquire);
-		if (seen & 1)
-			l3ns_spin_while(l3ns_slot_unchanged, s, seen);
+		unsigned long spins = 0;
+
+		if ((seen & 1) == 0)
+			continue;
+		while (atomic_load_explicit(&s->seq, memory_order_acquire) == seen &&
+		       ++spins < 1000000UL) {
+			if ((spins & 1023) == 0) {
+				struct timespec ts = { 0, 1000 };
+				nanosleep(&ts, NULL);
+			}
+			rte_pause();
+		}
 	}
-	l3ns_spin_while(l3ns_unslotted_busy, NULL, 0);
 }
 
 int munmap(void *addr, size_t len)
