@@ -157,28 +157,39 @@ uint16_t l3ns_pool_data_room(struct rte_mempool *pool)
 /* ---- bursts against a driver's disconnect ------------------------------------------------ */
 
 /* DPDK 22.11's net_memif handles its peer leaving in the EAL interrupt thread
- * (memif_disconnect): it clears the device's "connected" flag and then unmaps the shared
- * regions, without waiting for a burst that another thread started just before the flag was
- * cleared. That burst then reads or writes unmapped memory, and the process dies of SIGSEGV
- * (l3nsd as a memif server on the development machine: 3 of 5 client departures in one run;
- * `dataplane/tests/dpdk.rs`, `memif_peer_leaving_mid_burst`, crashes in every run without
- * this guard and in none with it).
+ * (memif_disconnect): it marks the link down, clears the device's "connected" flag, unmaps
+ * the shared regions and frees their descriptors, without waiting for a burst that another
+ * thread started before the flag was cleared. That burst then reads or writes unmapped
+ * memory, and the process dies of SIGSEGV (l3nsd as a memif server on the development
+ * machine: 3 of 5 client departures in one run). A second window opens when a new peer
+ * connects soon after: a burst reads the region pointer, is preempted, and by the time it
+ * reads the "connected" flag the old regions are gone and the next connection has set the
+ * flag; it then follows the stale pointer (seen on a loaded CI machine and here with three
+ * busy processes beside `dataplane/tests/dpdk.rs` `memif_peer_leaving_mid_burst`: ring
+ * address 0x1100000000 read from a freed region descriptor).
  *
- * The guard closes that window from outside the driver. Every rx/tx burst of the shim runs
+ * The guard closes both windows from outside the driver. Every rx/tx burst of the shim runs
  * between two increments of its thread's sequence number (odd while inside, with a full fence
- * after the first so that the burst's read of the flag cannot pass it), and `munmap`, when the
- * interrupt thread calls it, first waits until every thread that was inside a burst has left
- * it: a burst that starts afterwards sees the flag cleared and touches nothing. This is the
- * classic store-fence-load handshake on both sides (flag store, fence, sequence load in the
- * interrupt thread; sequence store, fence, flag load in the worker). The executable exports
- * `munmap` (the crates' build scripts pass `--export-dynamic-symbol=munmap`) so that the
- * drivers, loaded as plugins, call this definition; every other thread, and the interrupt
- * thread before `l3ns_burst_guard_enable`, goes straight to the system call. (A program that
- * links this shim without exporting `munmap` still works; its drivers then call libc's, and
- * the race is back.) The cost on the fast path is one locked exchange per burst call (some
- * 40 cycles per 32 frames): no difference beyond the VM's noise on l3nsd's memif receive
- * rate (9.04 vs 9.05 Mpps, 3 runs each alternating; slot list: 8.38–8.60 vs 8.67–8.72 slow
- * mode, 11.31 vs 10.95–11.32 fast mode). */
+ * after the first), and `munmap`, when the interrupt thread calls it, counts one more unmap
+ * and then waits until every thread that was inside a burst has left it. On a port marked
+ * with `l3ns_gate_on_link` (l3ns marks its memif ports), a burst that finds the unmap count
+ * changed since it last saw the link up goes into the driver only if the link is up now. The
+ * driver marks the link up last when it connects and down first when it disconnects, before
+ * it unmaps; so a burst either started before the unmap's wait (which then waits for it,
+ * and the regions it reads stay mapped and allocated until it leaves), or it reads the new
+ * count and then the link: down, and it touches nothing of the driver; up, and it works on
+ * a connection made after the one being torn down. This is the classic store-fence-load
+ * handshake on both sides (count increment, fence, sequence load in the interrupt thread;
+ * sequence exchange, count load in the worker). The executable exports `munmap` (the
+ * crates' build scripts pass `--export-dynamic-symbol=munmap`) so that the drivers, loaded
+ * as plugins, call this definition; every other thread, and the interrupt thread before
+ * `l3ns_burst_guard_enable`, goes straight to the system call. (A program that links this
+ * shim without exporting `munmap` still works; its drivers then call libc's, and the race is
+ * back.) The cost on the fast path is one locked exchange per burst call (some 40 cycles per
+ * 32 frames) and, on a gated port, two loads from lines that are written only when a peer
+ * leaves: no difference beyond the VM's noise on l3nsd's memif receive rate (9.04 vs 9.05
+ * Mpps, 3 runs each alternating; slot list: 8.38-8.60 vs 8.67-8.72 slow mode, 11.31 vs
+ * 10.95-11.32 fast mode). */
 
 /* One slot per thread that ever bursts, on its own cache line, in a list that only grows
  * (a thread's slot outlives it: 64 bytes per thread). */
@@ -190,8 +201,48 @@ struct l3ns_guard_slot {
 static _Atomic(struct l3ns_guard_slot *) l3ns_guard_slots;
 static atomic_int l3ns_guard_on;
 static _Thread_local struct l3ns_guard_slot *l3ns_my_slot;
+/* Ports whose bursts go into the driver only while the link is up. Reading the link on every
+ * burst costs a call through ethdev into the driver (-1.5% of l3nsd's memif receive rate,
+ * 4 runs each alternating), so a burst reads it only when the interrupt thread has unmapped
+ * something since this port's link was last seen up: `l3ns_unmap_epoch` counts those unmaps
+ * (from 1), `l3ns_link_seen_up[port]` holds the count under which the link was last read
+ * up (0: not yet). */
+static _Atomic uint8_t l3ns_link_gated[RTE_MAX_ETHPORTS];
+static _Atomic uint64_t l3ns_unmap_epoch = 1;
+static _Atomic uint64_t l3ns_link_seen_up[RTE_MAX_ETHPORTS];
 
 void l3ns_burst_guard_enable(void) { atomic_store(&l3ns_guard_on, 1); }
+
+void l3ns_gate_on_link(uint16_t port_id, int on)
+{
+	if (port_id >= RTE_MAX_ETHPORTS)
+		return;
+	atomic_store(&l3ns_link_seen_up[port_id], 0);
+	atomic_store(&l3ns_link_gated[port_id], on != 0);
+}
+
+/* Inside the bracket: may this burst go into the driver? The epoch is read after the
+ * bracket's fence, so a burst that the unmap's wait did not see reads the new count, and
+ * then the link, which the driver marked down before unmapping. */
+static inline int l3ns_may_burst(uint16_t port_id)
+{
+	uint64_t epoch;
+
+	if (__builtin_expect(port_id >= RTE_MAX_ETHPORTS ||
+				     !atomic_load_explicit(&l3ns_link_gated[port_id],
+							   memory_order_relaxed),
+			     1))
+		return 1;
+	epoch = atomic_load_explicit(&l3ns_unmap_epoch, memory_order_seq_cst);
+	if (__builtin_expect(epoch == atomic_load_explicit(&l3ns_link_seen_up[port_id],
+							   memory_order_relaxed),
+			     1))
+		return 1;
+	if (l3ns_link_up(port_id) != 1)
+		return 0;
+	atomic_store_explicit(&l3ns_link_seen_up[port_id], epoch, memory_order_relaxed);
+	return 1;
+}
 
 static struct l3ns_guard_slot *l3ns_slot(void)
 {
@@ -227,8 +278,9 @@ static inline void l3ns_leave(struct l3ns_guard_slot *s)
 }
 
 /* Waits until every thread inside a burst now has left it: until its slot's number changes,
- * spinning with a short sleep every 1,024 rounds, at most about a second each (a stuck thread
- * must not hang the disconnect for ever). */
+ * spinning, with a short sleep every 1,024 rounds. There is no time limit: a burst preempted
+ * on a loaded machine can take tens of milliseconds, and unmapping under it kills the
+ * process. (A thread that never leaves its burst holds the port for good anyway.) */
 static void l3ns_wait_for_bursts(void)
 {
 	struct l3ns_guard_slot *s;
@@ -240,9 +292,8 @@ static void l3ns_wait_for_bursts(void)
 
 		if ((seen & 1) == 0)
 			continue;
-		while (atomic_load_explicit(&s->seq, memory_order_acquire) == seen &&
-		       ++spins < 1000000UL) {
-			if ((spins & 1023) == 0) {
+		while (atomic_load_explicit(&s->seq, memory_order_acquire) == seen) {
+			if ((++spins & 1023) == 0) {
 				struct timespec ts = { 0, 1000 };
 				nanosleep(&ts, NULL);
 			}
@@ -253,8 +304,10 @@ static void l3ns_wait_for_bursts(void)
 
 int munmap(void *addr, size_t len)
 {
-	if (atomic_load_explicit(&l3ns_guard_on, memory_order_relaxed) && rte_thread_is_intr())
+	if (atomic_load_explicit(&l3ns_guard_on, memory_order_relaxed) && rte_thread_is_intr()) {
+		atomic_fetch_add(&l3ns_unmap_epoch, 1);
 		l3ns_wait_for_bursts();
+	}
 	return (int)syscall(SYS_munmap, addr, len);
 }
 
@@ -268,7 +321,7 @@ uint16_t l3ns_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **mb
 		       uint8_t **datas, uint16_t *lens, uint8_t *segs_ok, uint16_t nb)
 {
 	struct l3ns_guard_slot *g = l3ns_enter();
-	uint16_t n = rte_eth_rx_burst(port_id, queue_id, mbufs, nb);
+	uint16_t n = l3ns_may_burst(port_id) ? rte_eth_rx_burst(port_id, queue_id, mbufs, nb) : 0;
 	uint16_t i;
 
 	l3ns_leave(g);
@@ -338,7 +391,7 @@ uint16_t l3ns_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **mb
 		m->pkt_len = lens[i];
 	}
 	g = l3ns_enter();
-	n = rte_eth_tx_burst(port_id, queue_id, mbufs, nb);
+	n = l3ns_may_burst(port_id) ? rte_eth_tx_burst(port_id, queue_id, mbufs, nb) : 0;
 	l3ns_leave(g);
 	return n;
 }

@@ -156,6 +156,7 @@ mod ffi {
         pub fn l3ns_stats_get(port_id: u16, out: *mut PortStats) -> c_int;
         pub fn l3ns_pool_data_room(pool: *mut RteMempool) -> u16;
         pub fn l3ns_burst_guard_enable();
+        pub fn l3ns_gate_on_link(port_id: u16, on: c_int);
         pub fn l3ns_link_up(port_id: u16) -> c_int;
         pub fn l3ns_rx_burst(
             port_id: u16,
@@ -532,6 +533,7 @@ impl Drop for Device {
             ffi::rte_eth_dev_stop(self.port_id);
             ffi::rte_eth_dev_close(self.port_id);
             ffi::rte_mempool_free(self.pool);
+            ffi::l3ns_gate_on_link(self.port_id, 0);
         }
         if let Ok(mut open) = self.eal.inner.open_ports.lock() {
             open.retain(|p| *p != self.port_id);
@@ -777,6 +779,10 @@ pub fn open_port_id(
             ffi::rte_eth_promiscuous_enable(port_id)
         })?;
     }
+    // A memif burst must not go into the driver while its peer connects or leaves (see
+    // "bursts against a driver's disconnect" in the shim).
+    // SAFETY: plain values only.
+    unsafe { ffi::l3ns_gate_on_link(port_id, c_int::from(dev.driver == "net_memif")) };
     // SAFETY: every queue was set up above.
     check("rte_eth_dev_start", unsafe {
         ffi::rte_eth_dev_start(port_id)
