@@ -129,7 +129,7 @@ def slope(samples, t_from, t_to):
     return (v1 - v0) / (t1 - t0), s
 
 
-def run_l3nsd(d, rep, seconds, skip, idle_sleep_us):
+def run_l3nsd(d, rep, seconds, skip, idle_sleep_us, queue_depth):
     sock = os.path.join(d, f"memif-l3ns-{rep}.sock")
     control = os.path.join(d, f"ctl-{rep}.sock")
     cfg = os.path.join(d, f"l3nsd-{rep}.toml")
@@ -140,6 +140,7 @@ def run_l3nsd(d, rep, seconds, skip, idle_sleep_us):
 [dataplane]
 workers = [0]
 idle_sleep_us = {idle_sleep_us}
+queue_depth = {queue_depth}
 eal_args = ["--in-memory",{zc_eal} "-m", "256", "--no-pci", "--file-prefix", "l3ns-cmp-{pid}-{rep}", "-l", "0", "--log-level", "lib.eal:error"]
 
 [[port]]
@@ -337,6 +338,9 @@ def main():
     ap.add_argument("--skip", type=float, default=2.5, help="seconds ignored after client start")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--idle-sleep-us", type=int, default=0, help="l3nsd dataplane.idle_sleep_us")
+    ap.add_argument("--queue-depth", type=int, default=1024,
+                    help="l3nsd dataplane.queue_depth (the sink socket's buffer, in datagrams; "
+                         "l3nsd's default 1024)")
     ap.add_argument("--baseline", default="io",
                     help="testpmd server mode(s): io (forward back out of the port) and/or "
                          "rxonly, comma-separated; each runs in every repetition")
@@ -377,7 +381,8 @@ def main():
                 load = common.loadavg()[0]
                 cpu0 = common.proc_stat_cpu()
                 try:
-                    r = (run_l3nsd(d, rep, args.seconds, args.skip, args.idle_sleep_us)
+                    r = (run_l3nsd(d, rep, args.seconds, args.skip, args.idle_sleep_us,
+                                   args.queue_depth)
                          if kind == "l3nsd" else
                          run_testpmd(d, rep, args.seconds, args.skip, kind.split("-", 1)[1]))
                 except Exception as e:  # record and go on: one failed run must not lose the rest
