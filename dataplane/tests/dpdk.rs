@@ -313,7 +313,7 @@ fn open_errors(eal: &DpdkEal) {
 /// into the driver only while the link is up — closes a rarer window (a burst preempted
 /// between the driver's read of a region pointer and of its "connected" flag while the old
 /// peer leaves and the next connects): without it this test died once in CI and 3 times in
-/// some 26,000 departures here with three busy processes beside it; with it none in 26,400.
+/// some 26,000 departures here with three busy processes beside it; with it none in 28,000.
 fn memif_peer_leaving_mid_burst(eal: &DpdkEal) {
     const ROUNDS: u32 = 48;
     eprintln!("-- memif peers leaving while the other side bursts");
