@@ -316,8 +316,16 @@ fn open_dpdk(
         restart_when_down: memif_client,
         ..DpdkPortOptions::default()
     };
-    let ports = dpdk::open(eal, &device, workers as u16, &opts)
-        .map_err(|e| err(format!("cannot open DPDK device {device}: {e}")))?;
+    let ports = dpdk::open(eal, &device, workers as u16, &opts).map_err(|e| match e {
+        // The dataplane's advice names its API; say what an operator changes instead.
+        dpdk::DpdkError::RssUnsupported { driver, .. } => err(format!(
+            "cannot open DPDK device {device}: l3nsd gives a DPDK port one queue per worker \
+             ({workers} workers), and its driver {driver} cannot spread received frames over \
+             queues by IPv4 address (no RSS); run l3nsd with one worker (`[dataplane] workers \
+             = 1`, or one core) for this port"
+        )),
+        e => err(format!("cannot open DPDK device {device}: {e}")),
+    })?;
     Ok(ports.into_iter().map(AnyPort::Dpdk).collect())
 }
 

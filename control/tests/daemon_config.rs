@@ -271,3 +271,60 @@ fn shipped_example_configs_check() {
     }
     assert!(n >= 1);
 }
+
+/// A DPDK port gets one queue per worker; a driver that cannot spread frames over queues by
+/// address (memif has no RSS) is refused with what to change in the configuration, not with
+/// the dataplane API's advice.
+#[cfg(feature = "dpdk")]
+#[test]
+fn a_dpdk_port_without_rss_and_two_workers_is_refused_naming_workers() {
+    let dir = TempDir::new("dpdk2w");
+    let pid = std::process::id();
+    let sock = dir.path("m.sock");
+    let file = dir.path("l3nsd.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[dataplane]
+workers = 2
+eal_args = ["--no-huge", "-m", "128", "--no-pci", "--file-prefix", "l3ns-2w-{pid}", "-l", "0", "--log-level", "lib.eal:error"]
+
+[[port]]
+name = "memif0"
+backend = "dpdk"
+dpdk_args = "net_memif{pid},role=server,socket={}"
+
+[[address]]
+address = "10.0.0.1/24"
+dev = "memif0"
+"#,
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let out = l3nsd(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--duration",
+            "5",
+            "--metrics",
+            "off",
+            "--control",
+            dir.path("c.sock").to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "l3nsd must refuse the port: {err}");
+    for s in [
+        "port memif0",
+        "net_memif",
+        "one queue per worker (2 workers)",
+        "no RSS",
+        "`[dataplane] workers = 1`",
+    ] {
+        assert!(err.contains(s), "message lacks {s:?}: {err}");
+    }
+    assert!(!err.contains("RxDistribution"), "API advice shown: {err}");
+}
