@@ -390,7 +390,7 @@ fn default_workers() -> Spanned<Workers> {
     Spanned::new(0..0, Workers::default())
 }
 fn default_burst() -> Spanned<usize> {
-    Spanned::new(0..0, 32)
+    Spanned::new(0..0, 64)
 }
 fn default_queue_depth() -> Spanned<usize> {
     Spanned::new(0..0, 1024)

@@ -143,7 +143,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             id: 0,
-            burst: 32,
+            burst: 64,
             icmp_rate: 100,
             arp_queue: 256,
             arp_timeout: Duration::from_secs(3),

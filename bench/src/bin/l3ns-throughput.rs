@@ -52,7 +52,7 @@ struct Args {
     scrape_ms: u64,
     /// Frames per receive burst (l3nsd's `dataplane.burst`; at most 64 are worked on as one
     /// group, see `port::MAX_GROUP`).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     burst: usize,
     /// Prepared frames the memory port replays, each to a random owned address (drawn with
     /// replacement): with fewer frames than addresses, only that many destinations (at
