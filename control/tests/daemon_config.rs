@@ -189,6 +189,15 @@ fn structural_checks_name_the_key() {
     );
 }
 
+/// The flags of a real run (not `--check`) that stops by itself and touches nothing outside
+/// `dir`.
+fn run_args(dir: &TempDir) -> Vec<String> {
+    let control = dir.path("c.sock").to_str().unwrap().to_string();
+    ["--duration", "5", "--metrics", "off", "--control", &control]
+        .map(String::from)
+        .to_vec()
+}
+
 #[test]
 fn the_binary_refuses_each_kind_with_exit_status_2() {
     let dir = TempDir::new("badcfg");
@@ -211,19 +220,9 @@ fn the_binary_refuses_each_kind_with_exit_status_2() {
         let file = dir.path(&format!("{name}.toml"));
         std::fs::write(&file, body).unwrap();
         let f = file.to_str().unwrap();
-        for extra in [
-            &["--check"][..],
-            &[
-                "--duration",
-                "5",
-                "--metrics",
-                "off",
-                "--control",
-                dir.path("c.sock").to_str().unwrap(),
-            ][..],
-        ] {
+        for extra in [vec!["--check".to_string()], run_args(&dir)] {
             let mut args = vec!["--config", f];
-            args.extend_from_slice(extra);
+            args.extend(extra.iter().map(String::as_str));
             let out = l3nsd(&args, Duration::from_secs(30));
             let err = text(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{name} {extra:?}: {err}");
@@ -302,19 +301,10 @@ dev = "memif0"
         ),
     )
     .unwrap();
-    let out = l3nsd(
-        &[
-            "--config",
-            file.to_str().unwrap(),
-            "--duration",
-            "5",
-            "--metrics",
-            "off",
-            "--control",
-            dir.path("c.sock").to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
-    );
+    let mut args = vec!["--config", file.to_str().unwrap()];
+    let run = run_args(&dir);
+    args.extend(run.iter().map(String::as_str));
+    let out = l3nsd(&args, Duration::from_secs(60));
     let err = text(&out.stderr);
     assert!(!out.status.success(), "l3nsd must refuse the port: {err}");
     for s in [
