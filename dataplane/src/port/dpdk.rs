@@ -97,6 +97,8 @@ mod ffi {
         // EAL.
         pub fn rte_eal_init(argc: c_int, argv: *mut *mut c_char) -> c_int;
         pub fn rte_eal_cleanup() -> c_int;
+        pub fn rte_eal_get_runtime_dir() -> *const c_char;
+        pub fn rte_eal_process_type() -> c_int;
         pub fn rte_thread_register() -> c_int;
         pub fn rte_thread_unregister();
         pub fn rte_dev_probe(devargs: *const c_char) -> c_int;
@@ -414,12 +416,26 @@ impl DpdkEal {
 
 impl Drop for EalInner {
     fn drop(&mut self) {
+        // DPDK leaves its runtime directory (/var/run/dpdk/PREFIX: config, fbarray files,
+        // sockets; some 3 MB of tmpfs a process) behind at cleanup. A primary process owns
+        // it, and nothing uses it once the primary is gone: remove it after cleanup.
+        // SAFETY: both calls only read the EAL's configuration, initialised and still live.
+        let own_dir = (unsafe { ffi::rte_eal_process_type() } == RTE_PROC_PRIMARY)
+            .then(|| unsafe { CStr::from_ptr(ffi::rte_eal_get_runtime_dir()) })
+            .map(|d| std::path::PathBuf::from(d.to_string_lossy().into_owned()))
+            .filter(|d| d.parent().is_some_and(|p| p.ends_with("dpdk")));
         // SAFETY: the last handle is gone and every port (each holding a handle) is closed,
         // so no DPDK object is in use; cleanup runs once (EAL_STATE goes LIVE -> DOWN).
         unsafe { ffi::rte_eal_cleanup() };
         EAL_STATE.store(EAL_DOWN, Ordering::Release);
+        if let Some(dir) = own_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
+
+/// `rte_eal_process_type()` of a primary process (`enum rte_proc_type_t`).
+const RTE_PROC_PRIMARY: c_int = 0;
 
 fn port_name(port_id: u16) -> Option<String> {
     let mut buf = [0 as c_char; ffi::ETH_NAME_MAX_LEN];
