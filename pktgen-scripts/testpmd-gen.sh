@@ -204,6 +204,8 @@ echo "$prog: ${cmd[*]}" >&2
 rc=0
 # SIGINT makes testpmd stop forwarding and print its final statistics; -k kills it if not.
 timeout -s INT -k 10 "$duration" "${cmd[@]}" </dev/null >"$log" 2>&1 || rc=$?
+# testpmd leaves its EAL runtime directory (some MB of tmpfs) behind; this run owned it.
+rm -rf "/var/run/dpdk/$file_prefix"
 # 124: stopped by timeout; 130: testpmd re-raised SIGINT after its cleanup.
 if [[ $rc -ne 0 && $rc -ne 124 && $rc -ne 130 ]]; then
     echo "$prog: testpmd failed (exit $rc); last lines of its output:" >&2

@@ -6,6 +6,9 @@
 //! 10.96.0.0/24); every wait is bounded; the namespace, the veth and the daemon are removed
 //! even when the test fails.
 
+mod daemon_util;
+
+use daemon_util::stop_gently;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -51,8 +54,7 @@ struct Env {
 impl Drop for Env {
     fn drop(&mut self) {
         if let Some(mut d) = self.daemon.take() {
-            let _ = d.kill();
-            let _ = d.wait();
+            stop_gently(&mut d);
         }
         let _ = run("ip", &["link", "del", &self.host_if]);
         let _ = run("ip", &["netns", "del", &self.netns]);

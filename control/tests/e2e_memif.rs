@@ -4,6 +4,9 @@
 //! Needs root (hugepages for memif's shared regions) and the `dpdk` feature.
 #![cfg(feature = "dpdk")]
 
+mod daemon_util;
+
+use daemon_util::stop_gently;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -22,8 +25,18 @@ struct Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(mut d) = self.daemon.take() {
-            let _ = d.kill();
-            let _ = d.wait();
+            stop_gently(&mut d);
+        }
+        // testpmd leaves its EAL runtime directory behind (l3nsd removes its own when it
+        // stops): this process's testpmd prefixes end in its pid.
+        let pid = format!("-{}", std::process::id());
+        if let Ok(dirs) = std::fs::read_dir("/var/run/dpdk") {
+            for d in dirs.flatten() {
+                let name = d.file_name().to_string_lossy().into_owned();
+                if name.starts_with("l3ns-tp-") && name.ends_with(&pid) {
+                    let _ = std::fs::remove_dir_all(d.path());
+                }
+            }
         }
         if let Some(n) = &self.hugepages_before {
             let _ = std::fs::write(HUGEPAGES, n);

@@ -165,3 +165,21 @@ dev = "mem0"
 {rest}"#
     )
 }
+
+/// Stops l3nsd with SIGTERM, so that it shuts down and cleans up (its DPDK runtime directory
+/// among the rest), and kills it if it has not exited within 10 s.
+pub fn stop_gently(d: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(d.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = d.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = d.kill();
+    let _ = d.wait();
+}
