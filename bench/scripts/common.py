@@ -1,11 +1,28 @@
 """Shared helpers for the comparison scripts (standard library only)."""
 
+import atexit
+import glob
 import json
 import os
 import platform
 import statistics
+import shutil
 import subprocess
 import time
+
+
+def remove_dpdk_runtime_dirs():
+    """DPDK (testpmd; l3nsd when killed) leaves its runtime directory /var/run/dpdk/PREFIX
+    behind, some MB of tmpfs each: every prefix a script gives holds the script's pid as a
+    whole "-PID-" or "-PID" field. Registered to run when the script exits."""
+    tag = f"-{os.getpid()}"
+    for d in glob.glob("/var/run/dpdk/*"):
+        name = os.path.basename(d)
+        if f"{tag}-" in name or name.endswith(tag):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(remove_dpdk_runtime_dirs)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # Results: $L3NS_RESULTS_DIR (the tests point it at a scratch directory), else bench/results.
