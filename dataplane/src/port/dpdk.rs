@@ -418,7 +418,9 @@ impl Drop for EalInner {
     fn drop(&mut self) {
         // DPDK leaves its runtime directory (/var/run/dpdk/PREFIX: config, fbarray files,
         // sockets; some 3 MB of tmpfs a process) behind at cleanup. A primary process owns
-        // it, and nothing uses it once the primary is gone: remove it after cleanup.
+        // it, and nothing uses it once the primary is gone: remove it after cleanup. (Two
+        // `--in-memory` primaries may share a prefix; the one still running then loses its
+        // telemetry and multi-process sockets: give each process its own `--file-prefix`.)
         // SAFETY: both calls only read the EAL's configuration, initialised and still live.
         let own_dir = (unsafe { ffi::rte_eal_process_type() } == RTE_PROC_PRIMARY)
             .then(|| unsafe { CStr::from_ptr(ffi::rte_eal_get_runtime_dir()) })
