@@ -10,7 +10,7 @@ use crate::counters::{NsDrop, NsWriter, PortCounters, PortDrop, WorkerCounters};
 use crate::owner_table::{Dest, NsSlot, OwnerTable};
 use crate::port::{Port, MAX_GROUP};
 use crate::prefetch;
-use crate::socket::{Batch, BatchPools, DgramMeta, SocketQueue};
+use crate::socket::{Batch, BatchPools, DgramMeta, FreeBatches, SocketQueue};
 use crate::types::{DevId, NsId, Proto, SocketId};
 use crate::wire::{self, ArpOp, FrameAddrs, MacAddr, Parsed, BROADCAST_MAC, DEFAULT_TTL};
 use arc_swap::ArcSwap;
@@ -78,20 +78,21 @@ pub struct Shared {
     pub stop: AtomicBool,
 }
 
-/// Empty batches a worker's pool keeps for reuse. The pool is first in, first out, so every
-/// batch it holds takes its turn: a bounded pool keeps the batches in circulation few and hot
-/// (measured: 4,096 let thousands of cold batches rotate once a slow consumer had made the
-/// worker allocate them — a cache miss per packet written), while a round that hands over to
-/// many sockets (one batch each) still finds enough (16 made a 100-socket round allocate).
-/// A batch returned to a full pool is freed; an empty pool makes the worker allocate one.
-const BATCHES_KEPT: usize = 16;
+/// Empty batches consumers can give back to a worker between two of its polls (more are
+/// freed): the worker takes them into its [`FreeBatches`] at the start of each poll.
+const BATCHES_RETURNED: usize = 1024;
+
+/// Bytes of empty batches a worker keeps for reuse ([`FreeBatches`], last in first out): a
+/// consumer stalled for ~1 ms at 20 Mpps leaves ~300 batches of 64 small datagrams (~4 KiB
+/// each) behind; 1,500-byte datagrams fill 100 KiB batches, of which it keeps ~80.
+const FREE_BATCH_BYTES: usize = 8 << 20;
 
 impl Shared {
     pub fn new(table: Arc<ArcSwap<OwnerTable>>, workers: usize, send_depth: usize) -> Arc<Self> {
         Arc::new(Shared {
             table,
             sends: ArrayQueue::new(send_depth.max(1)),
-            pools: BatchPools::new(workers, BATCHES_KEPT),
+            pools: BatchPools::new(workers, BATCHES_RETURNED),
             neigh: NeighTable::default(),
             stop: AtomicBool::new(false),
         })
@@ -170,6 +171,8 @@ pub struct WorkerPort<P> {
 /// Per-poll staging: one open batch per socket queue touched in this burst.
 struct Staging {
     open: Vec<(Arc<SocketQueue>, Batch)>,
+    /// Empty batches to open (`FREE_BATCH_BYTES`).
+    free: FreeBatches,
     /// Queues handed batches since their consumers were last woken (see `WAKE_EVERY_POLLS`).
     to_wake: Vec<Arc<SocketQueue>>,
     /// Polls since the oldest of `to_wake` was handed its batch.
@@ -232,6 +235,7 @@ impl<P: Port> Worker<P> {
             ns,
             staging: Staging {
                 open: Vec::new(),
+                free: FreeBatches::new(FREE_BATCH_BYTES),
                 to_wake: Vec::new(),
                 wake_polls: 0,
                 last_wake: None,
@@ -293,6 +297,7 @@ impl<P: Port> Worker<P> {
     /// One poll of every port and of the send queue. Returns the packets handled.
     pub fn poll(&mut self, now: Instant) -> usize {
         let table = self.shared.table.load_full();
+        self.staging.free.refill(&self.shared.pools, self.cfg.id);
         let mut work = 0;
         for p in 0..self.ports.len() {
             work += self.rx_port(&table, p, now);
@@ -389,7 +394,6 @@ impl<P: Port> Worker<P> {
             pc: &self.counters.ports[index],
             ns: &mut self.ns,
             staging: &mut self.staging,
-            pools: &self.shared.pools,
             worker: self.cfg.id,
             burst,
             replies: &mut self.replies,
@@ -428,6 +432,7 @@ impl<P: Port> Worker<P> {
     fn flush_staging(&mut self) {
         let Staging {
             open,
+            free,
             scratch,
             to_wake,
             ..
@@ -439,7 +444,7 @@ impl<P: Port> Worker<P> {
             let taken = match queue.offer(batch) {
                 Ok(taken) => taken,
                 Err(batch) => {
-                    self.shared.pools.give_back(batch);
+                    free.put(batch);
                     0
                 }
             };
@@ -566,7 +571,6 @@ impl<P: Port> Worker<P> {
         };
         stage(
             &mut self.staging,
-            &self.shared.pools,
             self.cfg.id,
             self.cfg.burst,
             queue,
@@ -690,7 +694,6 @@ impl<P: Port> Worker<P> {
 #[inline(always)]
 fn stage(
     staging: &mut Staging,
-    pools: &BatchPools,
     worker: usize,
     burst: usize,
     queue: &Arc<SocketQueue>,
@@ -699,7 +702,6 @@ fn stage(
 ) {
     stage_at(
         staging,
-        pools,
         (worker, burst),
         Arc::as_ptr(queue),
         || queue.clone(),
@@ -712,7 +714,6 @@ fn stage(
 #[inline(always)]
 fn stage_at(
     staging: &mut Staging,
-    pools: &BatchPools,
     (worker, burst): (usize, usize),
     queue: *const SocketQueue,
     own: impl FnOnce() -> Arc<SocketQueue>,
@@ -727,7 +728,7 @@ fn stage_at(
         b.push(meta, payload);
         return;
     }
-    let mut b = pools.take(worker, burst);
+    let mut b = staging.free.take(worker, burst);
     b.push(meta, payload);
     staging.open.push((own(), b));
 }
@@ -758,7 +759,6 @@ struct RxCtx<'a> {
     pc: &'a PortCounters,
     ns: &'a mut NsWriter,
     staging: &'a mut Staging,
-    pools: &'a BatchPools,
     worker: usize,
     burst: usize,
     replies: &'a mut Vec<Reply>,
@@ -956,15 +956,7 @@ impl<'a> RxCtx<'a> {
                 };
                 c.remember(self.sockets_gen, dst, u.dst_port, sock, q);
                 let meta = self.unicast_meta(ns, sock, u);
-                stage(
-                    self.staging,
-                    self.pools,
-                    self.worker,
-                    self.burst,
-                    q,
-                    meta,
-                    u.payload,
-                );
+                stage(self.staging, self.worker, self.burst, q, meta, u.payload);
             }
             None => {
                 self.ns.tx(ns).drop(NsDrop::NoSocket, 1);
@@ -1005,7 +997,6 @@ impl<'a> RxCtx<'a> {
         let meta = self.unicast_meta(ns, sock, u);
         stage_at(
             self.staging,
-            self.pools,
             (self.worker, self.burst),
             queue,
             // SAFETY: the memo was written (`unicast`) from an `Arc` held by a snapshot with
@@ -1032,8 +1023,7 @@ impl<'a> RxCtx<'a> {
 
     fn broadcast(&mut self, u: &wire::UdpFrame<'_>) {
         let mut any = false;
-        let (table, staging, pools, ns) =
-            (self.table, &mut *self.staging, self.pools, &mut *self.ns);
+        let (table, staging, ns) = (self.table, &mut *self.staging, &mut *self.ns);
         let (worker, burst, dev, version) = (self.worker, self.burst, self.dev, self.version);
         table.broadcast_recipients(dev, u.ip.dst, Proto::Udp, u.dst_port, |b| {
             let Some(q) = table.socket_queue(b.id) else {
@@ -1055,7 +1045,7 @@ impl<'a> RxCtx<'a> {
                 broadcast: true,
                 ..Default::default()
             };
-            stage(staging, pools, worker, burst, q, meta, u.payload);
+            stage(staging, worker, burst, q, meta, u.payload);
         });
         if !any {
             self.pc.drop(PortDrop::BroadcastUnheard);
