@@ -1,5 +1,6 @@
-//! The comparison scripts behind bench/RESULTS.md (`bench/scripts/scale.py`, `churn.py`) run
-//! end to end on a tiny set-up against this build's `l3ns-throughput`, so that the commands
+//! The comparison scripts behind bench/RESULTS.md (`bench/scripts/scale.py`, `churn.py`, and
+//! `all.py` with `report.py`, which write RESULTS.md's generated block) run end to end on a
+//! tiny set-up against this build's `l3ns-throughput`, so that the commands
 //! RESULTS.md gives cannot silently break. Results go to a scratch directory
 //! (`L3NS_RESULTS_DIR`), removed afterwards; every run has a deadline and is killed by PID
 //! when it overruns. Skipped without python3.
@@ -108,4 +109,164 @@ fn churn_py_applies_changes_beside_traffic_and_writes_its_table() {
     assert!(median(&row["churn_mpps"]) > 0.0, "{row}");
     // The control thread kept up with 1,000 changes/s (a 1 s run applies most of them).
     assert!(median(&row["changes_per_second"]) > 500.0, "{row}");
+}
+
+/// `all.py --quick` runs the comparisons it can (here the two on the memory port; memif and
+/// kernel need root and DPDK and are skipped) and `report.py` writes their results into the
+/// results file: the generated block appears after the file's first paragraph, its figures
+/// are the JSON's, the rest of the file is untouched, and a second report leaves it as it is
+/// (`--check` agrees).
+#[test]
+fn all_py_runs_the_comparisons_and_report_py_writes_them_into_the_results_file() {
+    if !have("python3") {
+        eprintln!("SKIP: no python3");
+        return;
+    }
+    let dir = Scratch::new("all");
+    let md = dir.0.join("RESULTS.md");
+    let original = "# results\n\nAbout the machine.\n\n## A sitting\n\nHand-written.\n";
+    std::fs::write(&md, original).unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_l3ns-throughput"))
+        .parent()
+        .expect("binary dir");
+    let script = |name: &str| repo().join("bench/scripts").join(name);
+    let run = |cmd: &mut Command, what: &str| {
+        let out = output_within(
+            cmd.env("L3NS_BIN_DIR", bin_dir)
+                .env("L3NS_RESULTS_DIR", &dir.0),
+            Duration::from_secs(300),
+            what,
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(
+        Command::new("python3")
+            .arg(script("all.py"))
+            .args(["--quick", "--skip", "memif,kernel", "--md"])
+            .arg(&md)
+            .arg("--lock")
+            .arg(dir.0.join("lock")),
+        "all.py --quick",
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "all.py\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let text = std::fs::read_to_string(&md).unwrap();
+    let begin = text.find("<!-- report.py: begin").expect("block written");
+    let end = text.find("<!-- report.py: end -->").expect("block closed");
+    assert!(text.starts_with("# results\n\nAbout the machine.\n\n<!-- report.py: begin"));
+    assert!(text.ends_with("<!-- report.py: end -->\n\n## A sitting\n\nHand-written.\n"));
+    let block = &text[begin..end];
+    // The figures are the JSON's.
+    let json = |f: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.0.join(f)).unwrap()).unwrap()
+    };
+    let churn = json("churn.json");
+    let ratio = &churn["table"]["1000"]["ratio"];
+    let want = format!(
+        "| throughput under 1,000 push/pull changes per second | {:.2} ({:.2}..{:.2}) | ≥ 0.95 | **{}** |",
+        median(ratio),
+        ratio["min"].as_f64().unwrap(),
+        ratio["max"].as_f64().unwrap(),
+        if median(ratio) >= 0.95 { "yes" } else { "no" }
+    );
+    assert!(block.contains(&want), "{want}\nnot in\n{block}");
+    let scale = json("scale.json");
+    let points = scale["series"]["1"].as_array().unwrap();
+    let (a, b) = (
+        median(&points[0]["unicast_mpps"]),
+        median(&points[1]["unicast_mpps"]),
+    );
+    let want = format!(
+        "| throughput from 1 to 1,000 namespaces (unicast, one worker core) | {:.2}× ({a:.2} → {b:.2} Mpps) |",
+        b / a
+    );
+    assert!(block.contains(&want), "{want}\nnot in\n{block}");
+    assert!(
+        block.contains("process memory per address (10 → 100 addresses)"),
+        "{block}"
+    );
+    // Again: the file is unchanged, and `--check` says it is current.
+    let report = |extra: &[&str]| {
+        run(
+            Command::new("python3")
+                .arg(script("report.py"))
+                .args(["--scale", "scale.json", "--addrs", "scale_addrs.json"])
+                .args(["--churn", "churn.json", "--md"])
+                .arg(&md)
+                .args(extra),
+            "report.py",
+        )
+    };
+    assert_eq!(report(&[]).0, Some(0));
+    assert_eq!(std::fs::read_to_string(&md).unwrap(), text);
+    assert_eq!(report(&["--check"]).0, Some(0));
+    // A stale block is caught.
+    let stale = text.replace("## Latest runs", "## Older runs");
+    assert_ne!(stale, text);
+    std::fs::write(&md, &stale).unwrap();
+    assert_eq!(report(&["--check"]).0, Some(1));
+    assert_eq!(
+        std::fs::read_to_string(&md).unwrap(),
+        stale,
+        "--check writes nothing"
+    );
+}
+
+/// `report.py` on the memif and kernel results kept in `bench/results/` (those comparisons
+/// need root and DPDK, so the smoke above cannot make them): the targets' rows carry the
+/// JSON's medians and verdicts.
+#[test]
+fn report_py_renders_the_memif_and_kernel_comparisons_from_their_json() {
+    if !have("python3") {
+        eprintln!("SKIP: no python3");
+        return;
+    }
+    let dir = Scratch::new("report");
+    let md = dir.0.join("RESULTS.md");
+    std::fs::write(&md, "# results\n\nAbout the machine.\n").unwrap();
+    let results = repo().join("bench/results");
+    let (memif, kernel) = ("memif_zc_s9.json", "kernel_s9.json");
+    let out = output_within(
+        Command::new("python3")
+            .arg(repo().join("bench/scripts/report.py"))
+            .args(["--memif", memif, "--kernel", kernel, "--md"])
+            .arg(&md)
+            .env("L3NS_RESULTS_DIR", &results),
+        Duration::from_secs(60),
+        "report.py",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&md).unwrap();
+    let json = |f: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(results.join(f)).unwrap()).unwrap()
+    };
+    let r = &json(memif)["ratios"]["l3nsd_received_over_testpmd_io"];
+    let want = format!(
+        "| l3nsd received / testpmd io-forward received, same link and core | {:.2} ({:.2}..{:.2}) | ≥ 0.8 | **{}** |",
+        median(r),
+        r["min"].as_f64().unwrap(),
+        r["max"].as_f64().unwrap(),
+        if median(r) >= 0.8 { "yes" } else { "no" }
+    );
+    assert!(text.contains(&want), "{want}\nnot in\n{text}");
+    let k = &json(kernel)["tables"]["100000"]["10"]["memif:1000"]["ratio_kernel_over_l3ns"];
+    let want = format!(
+        "| kernel CPU per packet / l3nsd's (memif:1000), 10 namespaces, 100,000 pps | {:.1}× ({:.1}×..{:.1}×) | ≥ 10× | **{}** |",
+        median(k),
+        k["min"].as_f64().unwrap(),
+        k["max"].as_f64().unwrap(),
+        if median(k) >= 10.0 { "yes" } else { "no" }
+    );
+    assert!(text.contains(&want), "{want}\nnot in\n{text}");
 }

@@ -1,0 +1,102 @@
+#!/usr/bin/python3
+"""Runs every issue-7 comparison, then writes their results into bench/RESULTS.md.
+
+One after another, each in its own process and each side by side within its run (see the
+scripts): scale.py over namespaces (1, 10,000, 100,000; its plot `scale.svg`, or `.png`
+with matplotlib), scale.py over addresses (1,000 namespaces × 1 … 1,000), churn.py
+(10,000 and 100,000 changes/s), and as root memif.py (zero-copy, against testpmd
+io-forward and rxonly) and kernel.py (1, 10 and 100 namespaces at 100,000 pps); then
+report.py with the JSON they wrote. Holds /tmp/l3ns-bench.lock for the whole run so that
+nothing else measured on this machine overlaps it. `--skip memif,kernel` leaves
+comparisons out (without root they are skipped anyway); `--quick` runs each on a small set-up
+with one short repetition (to check the harness, not to quote). Build first (see README.md here).
+"""
+
+import argparse
+import fcntl
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def steps(quick):
+    """(name, JSON written, script and arguments) of each comparison. Quick: small set-ups
+    and one short repetition, to check the harness end to end."""
+    if quick:
+        return [
+            ("scale", "scale.json", ["scale.py", "--namespaces", "1,1000", "--addrs", "1",
+                                     "--reps", "1", "--seconds", "1", "--frames", "256",
+                                     "--out", "scale.json"]),
+            ("addrs", "scale_addrs.json", ["scale.py", "--namespaces", "10", "--addrs", "1,10",
+                                           "--reps", "1", "--seconds", "1", "--frames", "256",
+                                           "--out", "scale_addrs.json"]),
+            ("churn", "churn.json", ["churn.py", "--rates", "1000", "--namespaces", "10",
+                                     "--addrs-per-ns", "2", "--reps", "1", "--seconds", "1"]),
+            ("memif", "memif.json", ["memif.py", "--zero-copy", "--reps", "1", "--seconds", "4",
+                                     "--baseline", "io", "--out", "memif.json"]),
+            ("kernel", "kernel.json", ["kernel.py", "--namespaces", "1", "--rate", "10000",
+                                       "--reps", "1", "--seconds", "1", "--modes",
+                                       "kernel,memif", "--memif-idle-sleep-us", "1000",
+                                       "--out", "kernel.json"]),
+        ]
+    return [
+        ("scale", "scale.json", ["scale.py", "--namespaces", "1,10000,100000", "--addrs", "1",
+                                 "--reps", "5", "--seconds", "2", "--out", "scale.json"]),
+        ("addrs", "scale_addrs.json", ["scale.py", "--namespaces", "1000", "--addrs",
+                                       "1,10,100,1000", "--reps", "1", "--seconds", "1",
+                                       "--out", "scale_addrs.json"]),
+        ("churn", "churn.json", ["churn.py", "--rates", "10000,100000", "--reps", "5",
+                                 "--seconds", "1"]),
+        ("memif", "memif.json", ["memif.py", "--zero-copy", "--reps", "3", "--seconds", "8",
+                                 "--baseline", "io,rxonly", "--out", "memif.json"]),
+        ("kernel", "kernel.json", ["kernel.py", "--namespaces", "1,10,100", "--rate", "100000",
+                                   "--reps", "3", "--seconds", "3", "--modes", "kernel,memif",
+                                   "--memif-idle-sleep-us", "1000", "--out", "kernel.json"]),
+    ]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--skip", default="", help="comma-separated: scale,addrs,churn,memif,kernel")
+    ap.add_argument("--quick", action="store_true", help="one short repetition each")
+    ap.add_argument("--lock", default="/tmp/l3ns-bench.lock")
+    ap.add_argument("--md", default=os.path.join(common.REPO, "bench", "RESULTS.md"))
+    args = ap.parse_args()
+    skip = {s for s in args.skip.split(",") if s}
+    if os.geteuid() != 0:
+        print("all.py: not root: memif and kernel comparisons skipped", file=sys.stderr)
+        skip |= {"memif", "kernel"}
+    lock = open(args.lock, "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    written, failed = {}, []
+    for name, out, cmd in steps(args.quick):
+        if name in skip:
+            continue
+        print(f"== {name}: {' '.join(cmd)}", flush=True)
+        r = subprocess.run([sys.executable, os.path.join(HERE, cmd[0])] + cmd[1:])
+        if r.returncode == 0:
+            written[name] = out
+        else:
+            failed.append(name)
+            print(f"all.py: {name} failed (exit {r.returncode})", file=sys.stderr)
+    report = [sys.executable, os.path.join(HERE, "report.py"), "--md", args.md]
+    for name, flag in (("scale", "--scale"), ("addrs", "--addrs"), ("churn", "--churn"),
+                       ("memif", "--memif"), ("kernel", "--kernel")):
+        if name in written:
+            report += [flag, written[name]]
+    if len(report) > 4:
+        subprocess.run(report, check=True)
+    if failed:
+        print(f"all.py: failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+#!/usr/bin/python3
+"""Writes the comparisons' latest results into bench/RESULTS.md.
+
+Reads the JSON that scale.py, churn.py, memif.py and kernel.py wrote (file names in
+bench/results/, or $L3NS_RESULTS_DIR, given per comparison; a comparison without a file is
+left out) and replaces the block between the markers below in the results file (by default
+bench/RESULTS.md; the block is put after its first paragraph when there is none yet) with:
+a table of every issue-7 target against the medians (and min..max) of those runs, whether it
+is met, and per comparison the command, the machine and the table of its points. Nothing
+else in the file changes; the hand-written sittings below the block stay as they are.
+
+  bench/scripts/report.py --scale scale.json --churn churn.json --memif memif.json \\
+      --kernel kernel_100kpps.json [--addrs scale_addrs.json] [--md bench/RESULTS.md]
+
+`--check` exits 1 (and writes nothing) when the block in the file differs from what the
+JSON gives: the file is stale.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
+
+BEGIN = "<!-- report.py: begin (generated from bench/results/*.json by bench/scripts/report.py; do not edit by hand) -->"
+END = "<!-- report.py: end -->"
+
+# Issue 7's targets.
+SCALE_MIN_RATIO = 0.8  # throughput within 20% from 1 to 100,000 namespaces
+BYTES_PER_NS_MAX = 1024
+BYTES_PER_ADDR_MAX = 100
+CHURN_MIN_RATIO = 0.95  # throughput within 5%
+MEMIF_MIN_RATIO = 0.8
+KERNEL_MIN_RATIO = 10.0
+
+
+def load(name):
+    path = name if os.path.isabs(name) else os.path.join(common.RESULTS, name)
+    with open(path) as f:
+        return json.load(f)
+
+
+def spread(s, fmt="{:.2f}"):
+    """`median (min..max)` of a summary() dict."""
+    if not s:
+        return "–"
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}..{fmt.format(s['max'])})"
+
+
+def yes(ok):
+    return "**yes**" if ok else "**no**"
+
+
+def run_of(m, name):
+    """Where and when a run was taken, from its `machine` record."""
+    date = m.get("date_utc", "?").replace("T", " ").replace("Z", " UTC")
+    load1 = (m.get("loadavg_start") or ["?"])[0]
+    return (f"`{name}`: {date}, commit `{m.get('commit', '?')}`, {m.get('cpu', '?')} × "
+            f"{m.get('nproc', '?')}, kernel {m.get('kernel', '?')}, load {load1} at start")
+
+
+def scale_section(d, name, addrs):
+    """`d` None: the address series alone."""
+    rows, out = [], []
+    series = d.get("series", {}) if d else {}
+    s1 = series.get("1") or next(iter(series.values()), [])
+    if len(s1) >= 2:
+        first, last = s1[0], s1[-1]
+        ratio = last["unicast_mpps"]["median"] / first["unicast_mpps"]["median"]
+        rows.append((f"throughput from {first['namespaces']:,} to {last['namespaces']:,} "
+                     f"namespaces (unicast, one worker core)",
+                     f"{ratio:.2f}× ({first['unicast_mpps']['median']:.2f} → "
+                     f"{last['unicast_mpps']['median']:.2f} Mpps)",
+                     f"≥ {SCALE_MIN_RATIO}×", ratio >= SCALE_MIN_RATIO, name))
+        per_ns = last.get("rss_bytes_per_namespace")
+        if per_ns is not None:
+            rows.append(("process memory per namespace (peak RSS)", f"{per_ns:,.0f} B",
+                         f"≤ {BYTES_PER_NS_MAX:,} B", per_ns <= BYTES_PER_NS_MAX, name))
+    out.append(f"### Scale (`{d['command']}`)\n" if d else "### Scale")
+    if d:
+        out.append(run_of(d["machine"], name) + "\n")
+        out.append("| namespaces | addresses each | Mpps median (min..max) | vs the first | peak RSS MiB | B per namespace |")
+        out.append("|---|---|---|---|---|---|")
+    for per, points in sorted(series.items(), key=lambda kv: int(kv[0])):
+        for p in points:
+            ratio = p.get("mpps_ratio_vs_smallest")
+            bns = p.get("rss_bytes_per_namespace")
+            out.append(f"| {p['namespaces']:,} | {per} | {spread(p['unicast_mpps'])} | "
+                       f"{'–' if ratio is None else f'{ratio:.2f}'} | "
+                       f"{p['peak_rss_kib']['median'] / 1024:.1f} | "
+                       f"{'–' if bns is None else f'{bns:,.0f}'} |")
+    out.append("")
+    if addrs:
+        a, aname = addrs
+        pa = a.get("per_address") or []
+        if pa:
+            worst = max(x["rss_bytes_per_address_added"] for x in pa)
+            top = max(pa, key=lambda x: x["to_addresses"])
+            rows.append((f"process memory per address ({top['from_addresses']:,} → "
+                         f"{top['to_addresses']:,} addresses)", f"{worst:.0f} B at most",
+                         f"≤ {BYTES_PER_ADDR_MAX} B", worst <= BYTES_PER_ADDR_MAX, aname))
+            out.append(f"Addresses (`{a['command']}`): " + run_of(a["machine"], aname) + "\n")
+            out.append("| namespaces | addresses | B per address added |")
+            out.append("|---|---|---|")
+            for x in pa:
+                out.append(f"| {x['namespaces']:,} | {x['from_addresses']:,} → "
+                           f"{x['to_addresses']:,} | {x['rss_bytes_per_address_added']:.1f} |")
+            out.append("")
+    return rows, out
+
+
+def churn_section(d, name):
+    rows, out = [], []
+    out.append(f"### Churn (`{d['command']}`)\n")
+    out.append(run_of(d["machine"], name) + "\n")
+    out.append("| changes/s asked | applied/s | unicast Mpps | with churn Mpps | ratio median (min..max) | dropped per run (queue full) |")
+    out.append("|---|---|---|---|---|---|")
+    for rate, t in sorted(d["table"].items(), key=lambda kv: int(kv[0])):
+        r = t["ratio"]
+        rows.append((f"throughput under {int(rate):,} push/pull changes per second",
+                     spread(r), f"≥ {CHURN_MIN_RATIO}", r["median"] >= CHURN_MIN_RATIO, name))
+        out.append(f"| {int(rate):,} | {t['changes_per_second']['median']:,.0f} | "
+                   f"{t['unicast_mpps']['median']:.2f} | {t['churn_mpps']['median']:.2f} | "
+                   f"{spread(r)} | {t['dropped']['median']:,.0f} |")
+    out.append("")
+    test = d.get("misdelivery_test")
+    out.append("Misdelivery: " + (f"`control/tests/churn.rs` in the same run: {test}" if test else
+                                  "checked by `control/tests/churn.rs` (not run with this file)") + "\n")
+    return rows, out
+
+
+def memif_section(d, name):
+    rows, out = [], []
+    out.append(f"### l3nsd vs dpdk-testpmd on net_memif (`{d['command']}`)\n")
+    out.append(run_of(d["machine"], name) + (", zero-copy" if d.get("zero_copy") else "") + "\n")
+    out.append("| receiver | received pps median (min..max) |")
+    out.append("|---|---|")
+    for server, s in d["pps"].items():
+        out.append(f"| {server} | {spread(s, '{:,.0f}')} |")
+    out.append("")
+    for key, r in d["ratios"].items():
+        base = key.rsplit("_over_", 1)[-1].replace("_", " ")
+        out.append(f"- {key}: {spread(r)}")
+        if base == "testpmd io":
+            rows.append(("l3nsd received / testpmd io-forward received, same link and core",
+                         spread(r), f"≥ {MEMIF_MIN_RATIO}", r["median"] >= MEMIF_MIN_RATIO, name))
+    out.append("")
+    return rows, out
+
+
+def kernel_section(d, name):
+    rows, out = [], []
+    cmds = d.get("commands") or [d.get("command", "?")]
+    out.append("### Linux kernel vs l3nsd, CPU per delivered packet (" +
+               "; ".join(f"`{c}`" for c in cmds) + ")\n")
+    for m in d.get("machines") or [d.get("machine", {})]:
+        out.append(run_of(m, name) + "\n")
+    out.append("| rate pps | namespaces | kernel µs/pkt | l3nsd mode | l3nsd µs/pkt | kernel / l3nsd |")
+    out.append("|---|---|---|---|---|---|")
+    for rate, per_n in sorted(d["tables"].items(), key=lambda kv: float(kv[0])):
+        for n, t in sorted(per_n.items(), key=lambda kv: int(kv[0])):
+            for mode, v in t.items():
+                if not isinstance(v, dict) or "ratio_kernel_over_l3ns" not in v:
+                    continue
+                r = v["ratio_kernel_over_l3ns"]
+                rows.append((f"kernel CPU per packet / l3nsd's ({mode}), {int(n):,} "
+                             f"namespace{'s' if int(n) != 1 else ''}, {float(rate):,.0f} pps",
+                             spread(r, "{:.1f}×"), f"≥ {KERNEL_MIN_RATIO:.0f}×",
+                             r["median"] >= KERNEL_MIN_RATIO, name))
+                out.append(f"| {float(rate):,.0f} | {int(n):,} | "
+                           f"{spread(t['kernel_us_kernel'])} | {mode} | "
+                           f"{spread(v['us_total'], '{:.3f}')} | {spread(r, '{:.1f}')} |")
+    out.append("")
+    return rows, out
+
+
+def render(args):
+    rows, sections = [], []
+    if args.scale or args.addrs:
+        addrs = (load(args.addrs), args.addrs) if args.addrs else None
+        r, s = scale_section(load(args.scale) if args.scale else None, args.scale, addrs)
+        rows += r
+        sections += s
+    for arg, fn in ((args.churn, churn_section), (args.memif, memif_section),
+                    (args.kernel, kernel_section)):
+        if arg:
+            r, s = fn(load(arg), arg)
+            rows += r
+            sections += s
+    out = [BEGIN, "## Latest runs against issue 7's targets (generated)", ""]
+    out.append("Medians over the repetitions of each run, min..max in brackets; every ratio is "
+               "taken within one run, side by side. Sources in `bench/results/`; the sittings "
+               "below explain them.\n")
+    out.append("| what | median (min..max) | target | met? | from |")
+    out.append("|---|---|---|---|---|")
+    for what, got, want, ok, src in rows:
+        out.append(f"| {what} | {got} | {want} | {yes(ok)} | `{src}` |")
+    out.append("")
+    out += sections
+    out.append(END)
+    return "\n".join(out) + "\n"
+
+
+def splice(text, block):
+    """`text` with the generated block replaced by `block` (or inserted after the first
+    paragraph that follows the title)."""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        return head + block.rstrip("\n") + tail
+    parts = text.split("\n\n")
+    keep = min(2, len(parts))
+    return "\n\n".join(parts[:keep]) + "\n\n" + block + "\n" + "\n\n".join(parts[keep:])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", help="scale.py JSON (namespaces series)")
+    ap.add_argument("--addrs", help="scale.py JSON with a per-address series (--namespaces 1000 --addrs 1,10,100,1000)")
+    ap.add_argument("--churn", help="churn.py JSON")
+    ap.add_argument("--memif", help="memif.py JSON")
+    ap.add_argument("--kernel", help="kernel.py JSON")
+    ap.add_argument("--md", default=os.path.join(common.REPO, "bench", "RESULTS.md"))
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 when the file's block differs from the JSON's (write nothing)")
+    args = ap.parse_args()
+    if not any((args.scale, args.addrs, args.churn, args.memif, args.kernel)):
+        ap.error("give at least one of --scale, --addrs, --churn, --memif, --kernel")
+    try:
+        block = render(args)
+    except OSError as e:
+        print(f"report.py: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    except (KeyError, ValueError) as e:
+        print(f"report.py: a result file is not what its script writes: {e!r}", file=sys.stderr)
+        return 2
+    try:
+        with open(args.md) as f:
+            text = f.read()
+    except OSError as e:
+        print(f"report.py: {args.md}: {e.strerror}", file=sys.stderr)
+        return 2
+    new = splice(text, block)
+    if args.check:
+        if new != text:
+            print(f"{args.md}: the generated block is stale (run report.py without --check)")
+            return 1
+        print(f"{args.md}: up to date")
+        return 0
+    with open(args.md, "w") as f:
+        f.write(new)
+    print(f"wrote {args.md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
