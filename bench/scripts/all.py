@@ -36,7 +36,8 @@ def steps(quick):
                                            "--reps", "1", "--seconds", "1", "--frames", "256",
                                            "--out", "scale_addrs.json"]),
             ("churn", "churn.json", ["churn.py", "--rates", "1000", "--namespaces", "10",
-                                     "--addrs-per-ns", "2", "--reps", "1", "--seconds", "1"]),
+                                     "--addrs-per-ns", "2", "--reps", "1", "--seconds", "1",
+                                     "--out", "churn.json"]),
             ("memif", "memif.json", ["memif.py", "--zero-copy", "--reps", "1", "--seconds", "4",
                                      "--baseline", "io", "--out", "memif.json"]),
             ("kernel", "kernel.json", ["kernel.py", "--namespaces", "1", "--rate", "10000",
@@ -51,7 +52,7 @@ def steps(quick):
                                        "1,10,100,1000", "--reps", "1", "--seconds", "1",
                                        "--out", "scale_addrs.json"]),
         ("churn", "churn.json", ["churn.py", "--rates", "10000,100000", "--reps", "5",
-                                 "--seconds", "1"]),
+                                 "--seconds", "1", "--out", "churn.json"]),
         ("memif", "memif.json", ["memif.py", "--zero-copy", "--reps", "3", "--seconds", "8",
                                  "--baseline", "io,rxonly", "--out", "memif.json"]),
         ("kernel", "kernel.json", ["kernel.py", "--namespaces", "1,10,100", "--rate", "100000",
@@ -65,6 +66,9 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip", default="", help="comma-separated: scale,addrs,churn,memif,kernel")
     ap.add_argument("--quick", action="store_true", help="one short repetition each")
+    ap.add_argument("--tag", default="",
+                    help="appended to every output name (scale_TAG.json, ...), so that a run "
+                         "keeps earlier results")
     ap.add_argument("--lock", default="/tmp/l3ns-bench.lock")
     ap.add_argument("--md", default=os.path.join(common.REPO, "bench", "RESULTS.md"))
     args = ap.parse_args()
@@ -78,6 +82,10 @@ def main():
     for name, out, cmd in steps(args.quick):
         if name in skip:
             continue
+        if args.tag:
+            tagged = out.replace(".json", f"_{args.tag}.json")
+            cmd = [tagged if a == out else a for a in cmd]
+            out = tagged
         print(f"== {name}: {' '.join(cmd)}", flush=True)
         r = subprocess.run([sys.executable, os.path.join(HERE, cmd[0])] + cmd[1:])
         if r.returncode == 0:

@@ -7,7 +7,7 @@ the unicast Mpps while the control thread applies R push/pull changes per second
 ratio, the changes actually applied per second and the packets counted as dropped.
 Misdelivery is not observable here (the benchmark's sockets share one queue); it is
 checked by control/tests/churn.rs (`--with-test` runs it once and records its output).
-Writes bench/results/churn.json.
+Writes bench/results/churn.json (`--out`).
 """
 
 import argparse
@@ -27,6 +27,7 @@ def main():
     ap.add_argument("--addrs-per-ns", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--out", default="churn.json", help="file name in bench/results/")
     ap.add_argument("--with-test", action="store_true",
                     help="also run cargo test --release -p l3ns-control --test churn")
     args = ap.parse_args()
@@ -89,7 +90,7 @@ def main():
         test = {"returncode": p.returncode, "lines": lines}
         print("control/tests/churn.rs:", test)
     info["loadavg_end"] = common.loadavg()
-    common.save("churn.json", {
+    common.save(args.out, {
         "machine": info,
         "command": "bench/scripts/churn.py " + " ".join(sys.argv[1:]),
         "what": "ratio = unicast Mpps with churn / plain unicast Mpps, same process, same run",
