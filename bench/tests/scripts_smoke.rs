@@ -111,6 +111,39 @@ fn churn_py_applies_changes_beside_traffic_and_writes_its_table() {
     assert!(median(&row["changes_per_second"]) > 500.0, "{row}");
 }
 
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// A scratch directory holding a results file `RESULTS.md` with `text`; `None` (the test is
+/// skipped) without python3.
+fn results_file(name: &str, text: &str) -> Option<(Scratch, PathBuf)> {
+    if !have("python3") {
+        eprintln!("SKIP: no python3");
+        return None;
+    }
+    let dir = Scratch::new(name);
+    let md = dir.0.join("RESULTS.md");
+    std::fs::write(&md, text).unwrap();
+    Some((dir, md))
+}
+
+/// `median (min..max)` of a summary as report.py prints it, with `digits` decimals and
+/// `unit` after each figure.
+fn spread(v: &Value, digits: usize, unit: &str) -> String {
+    let f = |k: &str| format!("{:.*}{unit}", digits, v[k].as_f64().unwrap());
+    format!("{} ({}..{})", f("median"), f("min"), f("max"))
+}
+
 /// `all.py --quick` runs the comparisons it can (here the two on the memory port; memif and
 /// kernel need root and DPDK and are skipped) and `report.py` writes their results into the
 /// results file: the generated block appears after the file's first paragraph, its figures
@@ -118,14 +151,10 @@ fn churn_py_applies_changes_beside_traffic_and_writes_its_table() {
 /// (`--check` agrees).
 #[test]
 fn all_py_runs_the_comparisons_and_report_py_writes_them_into_the_results_file() {
-    if !have("python3") {
-        eprintln!("SKIP: no python3");
-        return;
-    }
-    let dir = Scratch::new("all");
-    let md = dir.0.join("RESULTS.md");
     let original = "# results\n\nAbout the machine.\n\n## A sitting\n\nHand-written.\n";
-    std::fs::write(&md, original).unwrap();
+    let Some((dir, md)) = results_file("all", original) else {
+        return;
+    };
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_l3ns-throughput"))
         .parent()
         .expect("binary dir");
@@ -164,17 +193,13 @@ fn all_py_runs_the_comparisons_and_report_py_writes_them_into_the_results_file()
     assert!(text.ends_with("<!-- report.py: end -->\n\n## A sitting\n\nHand-written.\n"));
     let block = &text[begin..end];
     // The figures are the JSON's.
-    let json = |f: &str| -> Value {
-        serde_json::from_str(&std::fs::read_to_string(dir.0.join(f)).unwrap()).unwrap()
-    };
+    let json = |f: &str| read_json(&dir.0.join(f));
     let churn = json("churn.json");
     let ratio = &churn["table"]["1000"]["ratio"];
     let want = format!(
-        "| throughput under 1,000 push/pull changes per second | {:.2} ({:.2}..{:.2}) | ≥ 0.95 | **{}** |",
-        median(ratio),
-        ratio["min"].as_f64().unwrap(),
-        ratio["max"].as_f64().unwrap(),
-        if median(ratio) >= 0.95 { "yes" } else { "no" }
+        "| throughput under 1,000 push/pull changes per second | {} | ≥ 0.95 | **{}** |",
+        spread(ratio, 2, ""),
+        verdict(median(ratio) >= 0.95)
     );
     assert!(block.contains(&want), "{want}\nnot in\n{block}");
     let scale = json("scale.json");
@@ -224,13 +249,9 @@ fn all_py_runs_the_comparisons_and_report_py_writes_them_into_the_results_file()
 /// JSON's medians and verdicts.
 #[test]
 fn report_py_renders_the_memif_and_kernel_comparisons_from_their_json() {
-    if !have("python3") {
-        eprintln!("SKIP: no python3");
+    let Some((_dir, md)) = results_file("report", "# results\n\nAbout the machine.\n") else {
         return;
-    }
-    let dir = Scratch::new("report");
-    let md = dir.0.join("RESULTS.md");
-    std::fs::write(&md, "# results\n\nAbout the machine.\n").unwrap();
+    };
     let results = repo().join("bench/results");
     let (memif, kernel) = ("memif_zc_s9.json", "kernel_s9.json");
     let out = output_within(
@@ -248,25 +269,19 @@ fn report_py_renders_the_memif_and_kernel_comparisons_from_their_json() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read_to_string(&md).unwrap();
-    let json = |f: &str| -> Value {
-        serde_json::from_str(&std::fs::read_to_string(results.join(f)).unwrap()).unwrap()
-    };
+    let json = |f: &str| read_json(&results.join(f));
     let r = &json(memif)["ratios"]["l3nsd_received_over_testpmd_io"];
     let want = format!(
-        "| l3nsd received / testpmd io-forward received, same link and core | {:.2} ({:.2}..{:.2}) | ≥ 0.8 | **{}** |",
-        median(r),
-        r["min"].as_f64().unwrap(),
-        r["max"].as_f64().unwrap(),
-        if median(r) >= 0.8 { "yes" } else { "no" }
+        "| l3nsd received / testpmd io-forward received, same link and core | {} | ≥ 0.8 | **{}** |",
+        spread(r, 2, ""),
+        verdict(median(r) >= 0.8)
     );
     assert!(text.contains(&want), "{want}\nnot in\n{text}");
     let k = &json(kernel)["tables"]["100000"]["10"]["memif:1000"]["ratio_kernel_over_l3ns"];
     let want = format!(
-        "| kernel CPU per packet / l3nsd's (memif:1000), 10 namespaces, 100,000 pps | {:.1}× ({:.1}×..{:.1}×) | ≥ 10× | **{}** |",
-        median(k),
-        k["min"].as_f64().unwrap(),
-        k["max"].as_f64().unwrap(),
-        if median(k) >= 10.0 { "yes" } else { "no" }
+        "| kernel CPU per packet / l3nsd's (memif:1000), 10 namespaces, 100,000 pps | {} | ≥ 10× | **{}** |",
+        spread(k, 1, "×"),
+        verdict(median(k) >= 10.0)
     );
     assert!(text.contains(&want), "{want}\nnot in\n{text}");
 }
