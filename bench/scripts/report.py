@@ -81,6 +81,12 @@ def scale_section(d, name, addrs):
     out.append(f"### Scale (`{d['command']}`)\n" if d else "### Scale")
     if d:
         out.append(run_of(d["machine"], name) + "\n")
+        stem = os.path.splitext(name)[0]
+        plots = [f"{stem}{ext}" for ext in (".png", ".svg")
+                 if os.path.exists(os.path.join(common.RESULTS, f"{stem}{ext}"))]
+        if plots:
+            out.append("Plot of throughput against namespaces: " +
+                       ", ".join(f"`bench/results/{p}`" for p in plots) + "\n")
         out.append("| namespaces | addresses each | Mpps median (min..max) | vs the first | peak RSS MiB | B per namespace |")
         out.append("|---|---|---|---|---|---|")
     for per, points in sorted(series.items(), key=lambda kv: int(kv[0])):

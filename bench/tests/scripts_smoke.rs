@@ -214,6 +214,10 @@ fn all_py_runs_the_comparisons_and_report_py_writes_them_into_the_results_file()
     );
     assert!(block.contains(&want), "{want}\nnot in\n{block}");
     assert!(
+        block.contains("Plot of throughput against namespaces: `bench/results/scale."),
+        "{block}"
+    );
+    assert!(
         block.contains("process memory per address added (10 → 100 addresses)"),
         "{block}"
     );
