@@ -98,7 +98,7 @@ def main():
                        ("memif", "--memif"), ("kernel", "--kernel")):
         if name in written:
             report += [flag, written[name]]
-    if len(report) > 4:
+    if written:
         subprocess.run(report, check=True)
     if failed:
         print(f"all.py: failed: {', '.join(failed)}", file=sys.stderr)

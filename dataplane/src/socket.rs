@@ -150,12 +150,6 @@ impl BatchPools {
         })
     }
 
-    /// A batch returned to `worker`, else a new one.
-    pub fn take(&self, worker: usize, burst: usize) -> Batch {
-        self.returned(worker)
-            .unwrap_or_else(|| Batch::with_capacity(burst, worker))
-    }
-
     /// The oldest batch returned to `worker` and not yet taken.
     pub fn returned(&self, worker: usize) -> Option<Batch> {
         self.pools.get(worker)?.pop()
@@ -631,8 +625,8 @@ mod tests {
     }
 
     /// Hands `n` datagrams to `q` in one batch.
-    fn hand_over(pools: &BatchPools, q: &SocketQueue, n: usize) {
-        let mut b = pools.take(0, 32);
+    fn hand_over(q: &SocketQueue, n: usize) {
+        let mut b = Batch::with_capacity(32, 0);
         for _ in 0..n {
             b.push(meta(1), b"d");
         }
@@ -701,7 +695,7 @@ mod tests {
         let w = Waiter::current();
         q.set_waiter(&w);
         // Data already queued: nothing declared, nothing to wake.
-        let mut b = pools.take(0, 32);
+        let mut b = Batch::with_capacity(32, 0);
         b.push(meta(1), b"x");
         q.offer(b).unwrap();
         assert!(!w.prepare(Duration::from_secs(30), [&*q]));
@@ -725,7 +719,7 @@ mod tests {
             (t.elapsed(), q2.pop_batch().map(|b| b.len()))
         });
         barrier.wait();
-        let mut b = pools.take(0, 32);
+        let mut b = Batch::with_capacity(32, 0);
         b.push(meta(1), b"y");
         b.push(meta(1), b"z");
         q.offer(b).unwrap();
@@ -751,7 +745,7 @@ mod tests {
         assert!(w.prepare(Duration::from_secs(30), qs.iter().map(|q| &**q)));
         // One round hands a batch to each queue, then wakes each: one unpark.
         for (i, q) in qs.iter().enumerate() {
-            let mut b = pools.take(0, 32);
+            let mut b = Batch::with_capacity(32, 0);
             b.push(meta(i as u32), b"d");
             q.offer(b).unwrap();
         }
@@ -770,7 +764,7 @@ mod tests {
             q.recycle(q.pop_batch().unwrap());
         }
         assert!(w.prepare(Duration::from_secs(30), qs.iter().map(|q| &**q)));
-        let mut b = pools.take(0, 32);
+        let mut b = Batch::with_capacity(32, 0);
         b.push(meta(1), b"e");
         qs[1].offer(b).unwrap();
         assert!(qs[1].wake());
@@ -786,7 +780,7 @@ mod tests {
         // Parked for 1 ms: a worker that sleeps up to 1 s between polls leaves it to its
         // timer (it stays declared asleep), and the park still ends by itself.
         assert!(w.prepare(Duration::from_millis(1), [&*q]));
-        hand_over(&pools, &q, 1);
+        hand_over(&q, 1);
         assert!(!q.wake_unless_due(Instant::now(), Duration::from_secs(1)));
         assert!(w.is_sleeping());
         w.park();
@@ -795,7 +789,7 @@ mod tests {
         q.recycle(q.pop_batch().unwrap());
         // Parked for long: woken, also by a worker that sleeps between polls.
         assert!(w.prepare(Duration::from_secs(30), [&*q]));
-        hand_over(&pools, &q, 1);
+        hand_over(&q, 1);
         assert!(q.wake_unless_due(Instant::now(), Duration::from_millis(1)));
         let t = Instant::now();
         w.park();
@@ -803,7 +797,7 @@ mod tests {
         q.recycle(q.pop_batch().unwrap());
         // A busy-polling worker (nothing to wait for) wakes it whatever its timeout.
         assert!(w.prepare(Duration::from_secs(10), [&*q]));
-        hand_over(&pools, &q, 1);
+        hand_over(&q, 1);
         assert!(q.wake_unless_due(Instant::now(), Duration::ZERO));
         w.park();
     }
@@ -817,11 +811,11 @@ mod tests {
         w.set_lazy(true);
         assert!(w.prepare(Duration::from_secs(30), [&*q]));
         // 3 of 8: left to its timer, even by a busy-polling worker.
-        hand_over(&pools, &q, 3);
+        hand_over(&q, 3);
         assert!(!q.wake_unless_due(Instant::now(), Duration::ZERO));
         assert!(w.is_sleeping());
         // 4 of 8: half full, woken.
-        hand_over(&pools, &q, 1);
+        hand_over(&q, 1);
         assert!(q.wake_unless_due(Instant::now(), Duration::ZERO));
         assert!(!w.is_sleeping());
         w.park();
@@ -831,7 +825,7 @@ mod tests {
         // Not lazy any more: the first datagram wakes it.
         w.set_lazy(false);
         assert!(w.prepare(Duration::from_secs(30), [&*q]));
-        hand_over(&pools, &q, 1);
+        hand_over(&q, 1);
         assert!(q.wake_unless_due(Instant::now(), Duration::ZERO));
         w.park();
         q.recycle(q.pop_batch().unwrap());
@@ -844,7 +838,7 @@ mod tests {
         let mut rx = Receiver::new(q.clone());
         assert_eq!(rx.recv_timeout(std::time::Duration::from_millis(5)), None);
         let sender = std::thread::spawn(move || {
-            let mut b = pools.take(0, 32);
+            let mut b = Batch::with_capacity(32, 0);
             b.push(meta(3), b"late");
             q.offer(b).unwrap();
             q.wake();
@@ -859,12 +853,12 @@ mod tests {
     fn batches_hand_over_and_bound_is_in_datagrams() {
         let pools = BatchPools::new(1, 8);
         let q = SocketQueue::new(3, pools.clone());
-        let mut b = pools.take(0, 32);
+        let mut b = Batch::with_capacity(32, 0);
         for i in 0..2u8 {
             b.push(meta(1), &[i; 3]);
         }
         q.offer(b).unwrap();
-        let mut b = pools.take(0, 32);
+        let mut b = Batch::with_capacity(32, 0);
         for _ in 0..2 {
             b.push(meta(1), b"x");
         }
@@ -875,7 +869,7 @@ mod tests {
         );
         assert_eq!(q.len(), 3);
         assert_eq!(q.overflow.load(Ordering::Relaxed), 1);
-        let mut b = pools.take(0, 32);
+        let mut b = Batch::with_capacity(32, 0);
         b.push(meta(1), b"y");
         let back = q.offer(b).unwrap_err();
         assert_eq!(back.len(), 1, "a full queue takes nothing");
@@ -893,12 +887,12 @@ mod tests {
     fn close_reports_what_was_lost() {
         let pools = BatchPools::new(1, 8);
         let q = SocketQueue::new(10, pools.clone());
-        let mut b = pools.take(0, 32);
+        let mut b = Batch::with_capacity(32, 0);
         b.push(meta(4), b"a");
         b.push(meta(4), b"b");
         q.offer(b).unwrap();
         assert_eq!(q.close(), vec![(NsId(4), 2)]);
-        let mut b = pools.take(0, 32);
+        let mut b = Batch::with_capacity(32, 0);
         b.push(meta(4), b"c");
         assert!(q.offer(b).is_err(), "closed queues take nothing");
     }
