@@ -57,7 +57,8 @@ def steps(quick):
                                  "--baseline", "io,rxonly", "--out", "memif.json"]),
         ("kernel", "kernel.json", ["kernel.py", "--namespaces", "1,10,100", "--rate", "100000",
                                    "--reps", "3", "--seconds", "3", "--modes", "kernel,memif",
-                                   "--memif-idle-sleep-us", "1000", "--out", "kernel.json"]),
+                                   "--memif-idle-sleep-us", "1000,2000",
+                                   "--out", "kernel.json"]),
     ]
 
 

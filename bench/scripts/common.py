@@ -8,6 +8,7 @@ import platform
 import statistics
 import shutil
 import subprocess
+import threading
 import time
 
 
@@ -209,6 +210,46 @@ def cpu_shares(a, b):
 
 
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+def core_idle(cpu):
+    """(monotonic s, idle + iowait s) of one CPU from /proc/stat. On a tickless (NO_HZ) kernel
+    the idle field is measured at each idle entry and exit, not sampled at the tick, so the
+    wall time minus its increase is the CPU's exact busy time (to 1/USER_HZ), interrupts and
+    softirq included, however their timing falls against the tick (the user, system and
+    softirq fields are tick samples and miss work that runs between ticks)."""
+    with open("/proc/stat") as f:
+        t = time.monotonic()
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                v = [int(x) for x in line.split()[1:]]
+                return t, (v[3] + v[4]) / TICK
+    raise RuntimeError(f"no cpu{cpu} line in /proc/stat")
+
+
+def sleep_cost_us(cpu, sleeps=500, us=1000):
+    """CPU microseconds one sleep-and-wake costs a thread on `cpu` (this thread, moved there
+    for the measurement and back): on-CPU time of `sleeps` sleeps of `us` µs, per sleep.
+    A few µs on bare metal; in a nested VM every timer and halt is a trap to the host, and a
+    dataplane that sleeps when idle, or a receiver that blocks, pays it at every wake."""
+    was = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        path = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+        with open(path) as f:
+            a = int(f.read().split()[0])
+        for _ in range(sleeps):
+            time.sleep(us / 1e6)
+        with open(path) as f:
+            b = int(f.read().split()[0])
+    finally:
+        os.sched_setaffinity(0, was)
+    return (b - a) / 1e3 / sleeps
+
+
+def core_busy(a, b):
+    """Seconds one CPU was busy between two core_idle() readings."""
+    return (b[0] - a[0]) - (b[1] - a[1])
 
 
 def thread_affinity(pid):

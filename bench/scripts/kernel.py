@@ -16,8 +16,13 @@ round robin over the N destination addresses 10.95.1.1, 10.95.1.2, ..., in burst
   ARP (which also waits for the link). No kernel networking on the packet path.
 - afpacket: the same l3nsd configuration on h0 (backend afpacket) behind the veth above; the
   generator sends to h0's MAC.
+Everything of the receiving side runs on core 0 and nothing else of the harness's does:
+the receivers (taskset) and, by RPS on h0 (--rps-cpus, default 1), the kernel's receive path;
+l3nsd and all its threads (taskset). The generator and this script run on core 1.
 Measured from the generator's first burst to 0.3 s after its last (its "sending on" and
-"sent N frames" lines):
+"sent N frames" lines). The headline, exact: core 0's busy time (wall time less its idle time
+in /proc/stat, which a NO_HZ kernel measures at each idle entry and exit) less its busy time
+over a window with no traffic, per delivered packet. Tick-sampled figures kept beside it:
 softirq ticks from /proc/stat (whole machine, tick-sampled: this kernel has no
 IRQ_TIME_ACCOUNTING), and the receivers' (kernel) or l3nsd's (l3ns) CPU: utime + stime of the
 whole process (/proc/PID/stat, every thread) and the exact on-CPU time of its threads
@@ -41,13 +46,17 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
+import accounting  # noqa: E402
 import common  # noqa: E402
 
 PY = "/usr/bin/python3"
 GEN_NS, HOST_NS = "l3cmp-g", "l3cmp-h"
 GEN_CORE = "1"
+# Everything on the receiving side runs on this core (and nothing else of ours does): the
+# kernel's receive path (RPS) and receivers, or l3nsd's every thread.
+RECV_CORE = "0"
 # Receive packet steering on h0 (hex CPU mask, "0" = off): where the veth receive path runs.
-RPS = {"cpus": "0"}
+RPS = {"cpus": "1"}
 SERVER_MAC = "02:00:00:00:5f:01"
 procs = []
 netns_made = []
@@ -300,7 +309,8 @@ def run_kernel(n, rate, seconds, d, receiver):
     recv = []
     for i in range(n):
         # `ip netns exec` execs the program: the Popen pid is the receiver's.
-        p = subprocess.Popen(["ip", "netns", "exec", f"l3cmp-n{i}"] + receiver_binary(d, receiver),
+        p = subprocess.Popen(["ip", "netns", "exec", f"l3cmp-n{i}", "taskset", "-c", RECV_CORE]
+                             + receiver_binary(d, receiver),
                              stdout=subprocess.PIPE, text=True)
         procs.append(p)
         recv.append(p)
@@ -313,8 +323,10 @@ def run_kernel(n, rate, seconds, d, receiver):
     g.wait_started(30)
     c0 = [common.task_cpu(p.pid) for p in recv]
     s0 = softirq()
+    k0 = common.core_idle(int(RECV_CORE))
     t0 = time.monotonic()
     g.wait_done(seconds)
+    k1 = common.core_idle(int(RECV_CORE))
     s1 = softirq()
     c1 = [common.task_cpu(p.pid) for p in recv]
     t1 = time.monotonic()
@@ -336,6 +348,7 @@ def run_kernel(n, rate, seconds, d, receiver):
         "proc_user_s": sum(x["user_s"] for x in deltas),
         "proc_sys_s": sum(x["sys_s"] for x in deltas),
         "proc_oncpu_s": sum(x["oncpu_s"] for x in deltas),
+        "core_busy_s": common.core_busy(k0, k1), "rps_cpus": RPS["cpus"],
     }
 
 
@@ -393,7 +406,8 @@ service = "sink"
 def start_l3nsd(cmd, cfg, control, log_path):
     log = open(log_path, "w")
     srv = subprocess.Popen(["timeout", "-s", "INT", "-k", "3", "120"] + cmd
-                           + [common.dpdk_binary("l3nsd"), "--config", cfg, "--quiet"],
+                           + ["taskset", "-c", RECV_CORE, common.dpdk_binary("l3nsd"),
+                              "--config", cfg, "--quiet"],
                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     procs.append(srv)
     ctl = [common.dpdk_binary("l3nsctl"), "--control", control, "--json"]
@@ -403,7 +417,7 @@ def start_l3nsd(cmd, cfg, control, log_path):
             raise RuntimeError("l3nsd did not start: " + open(log_path).read()[-800:])
         time.sleep(0.1)
     kids = sh("pgrep", "-P", str(srv.pid)).stdout.split()
-    pid = int(kids[0])  # timeout -> l3nsd (`ip netns exec` execs it)
+    pid = int(kids[0])  # timeout -> l3nsd (`ip netns exec` and taskset exec it)
     return srv, pid, ctl
 
 
@@ -432,8 +446,10 @@ def run_l3ns(mode, n, rate, seconds, idle_sleep_us, d, rep):
     g.wait_started(40)
     c0 = common.task_cpu(pid)
     s0 = softirq()
+    k0 = common.core_idle(int(RECV_CORE))
     t0 = time.monotonic()
     g.wait_done(seconds)
+    k1 = common.core_idle(int(RECV_CORE))
     s1 = softirq()
     c1 = common.task_cpu(pid)
     t1 = time.monotonic()
@@ -463,6 +479,7 @@ def run_l3ns(mode, n, rate, seconds, idle_sleep_us, d, rep):
         "proc_sys_s": cpu["sys_s"], "proc_oncpu_s": cpu["oncpu_s"],
         "threads_oncpu_s": cpu["threads_oncpu_s"], "thread_affinity": affinity,
         "threads_context_switches": cpu["threads_context_switches"],
+        "core_busy_s": common.core_busy(k0, k1), "rps_cpus": RPS["cpus"],
     }
 
 
@@ -481,7 +498,14 @@ def per_packet(r):
     r["us_total"] = r["us_softirq"] + r["us_proc_ticks"]
     if r["mode"] == "kernel":
         r["us_kernel"] = r["us_softirq"] + r["us_proc_sys"]
+    # Exact: the receiving core's busy time less its busy time with no traffic. Only when the
+    # whole receiving side is on that core (for the veth modes, RPS steers it there).
+    if r["mode"] == "memif" or r.get("rps_cpus") == RECV_MASK:
+        r["us_core"] = (r["core_busy_s"] - r["core_base_busy_per_s"] * r["interval_s"]) * us
     return r
+
+
+RECV_MASK = format(1 << int(RECV_CORE), "x")
 
 
 def label(r):
@@ -494,6 +518,8 @@ def tabulate(runs, rate):
         at = [r for r in runs if r["namespaces"] == n and r.get("rate") == rate]
         k = {r["rep"]: r for r in at if r["mode"] == "kernel" and "us_total" in r}
         row = {"kernel_us_kernel": common.summary([r["us_kernel"] for r in k.values()]),
+               "kernel_us_core": common.summary([r["us_core"] for r in k.values()
+                                                 if "us_core" in r]),
                "kernel_us_total": common.summary([r["us_total"] for r in k.values()]),
                "kernel_delivered_over_sent": common.summary(
                    [r["delivered"] / r["sent"] for r in k.values() if r["sent"]])}
@@ -504,6 +530,10 @@ def tabulate(runs, rate):
                 "us_proc_ticks": common.summary([r["us_proc_ticks"] for r in l3]),
                 "us_proc_oncpu": common.summary([r["us_proc_oncpu"] for r in l3]),
                 "us_softirq": common.summary([r["us_softirq"] for r in l3]),
+                "us_core": common.summary([r["us_core"] for r in l3 if "us_core" in r]),
+                "ratio_core_kernel_over_l3ns": common.summary(
+                    [k[r["rep"]]["us_core"] / r["us_core"] for r in l3
+                     if r["rep"] in k and "us_core" in k[r["rep"]] and r.get("us_core", 0) > 0]),
                 "delivered_over_sent": common.summary(
                     [r["delivered"] / r["sent"] for r in l3 if r["sent"]]),
                 "ratio_kernel_over_l3ns": common.summary(
@@ -534,9 +564,11 @@ def main():
     ap.add_argument("--busy-poll", action="store_true",
                     help="also run memif with idle_sleep_us = 0 (busy poll), repetition 0 only")
     ap.add_argument("--receiver", choices=("c", "python"), default="c")
-    ap.add_argument("--rps-cpus", default="0",
-                    help="RPS mask of h0 (hex; 1 = core 0, the core of l3nsd's worker; "
-                         "default 0 = off: the receive path runs in the generator's context)")
+    ap.add_argument("--rps-cpus", default=RECV_MASK,
+                    help=f"RPS mask of h0 (hex; default {RECV_MASK} = core {RECV_CORE}, the "
+                         "receiving core, whose exact busy time is the headline; 0 = off: the "
+                         "receive path runs in the generator's context on core "
+                         f"{GEN_CORE} and only the tick-sampled figures apply)")
     ap.add_argument("--out", default="kernel.json", help="file name in bench/results/")
     ap.add_argument("--append", action="store_true",
                     help="add to the runs already in --out (tables are recomputed over all)")
@@ -556,9 +588,15 @@ def main():
         shutil.rmtree(d, ignore_errors=True)
 
     signal.signal(signal.SIGTERM, lambda *a: (finish(), sys.exit(1)))
+    # Nothing of the harness's own on the receiving core.
+    os.sched_setaffinity(0, {int(GEN_CORE)})
     info = common.machine()
     info["bin_dir"] = common.DPDK_BIN_DIR
     info["rps_cpus"] = args.rps_cpus
+    info["sleep_wake_oncpu_us"] = common.sleep_cost_us(int(RECV_CORE))
+    # Whether the receiving core's idle time is exact here (accounting.py): a phase-locked
+    # load's on-CPU time against the core's busy time by idle time and by ticks.
+    info["accounting_check"] = accounting.phase_locked(int(RECV_CORE), 1.0, 0.001)
     info["receiver"] = args.receiver
     print(f"machine: {info}")
     runs = []
@@ -567,9 +605,13 @@ def main():
             huge = common.Hugepages(300)
         # Softirq of the machine with no traffic, over one window.
         s0 = softirq()
+        k0 = common.core_idle(int(RECV_CORE))
         time.sleep(args.seconds + 0.3)
+        k1 = common.core_idle(int(RECV_CORE))
         idle_softirq = (softirq() - s0) / common.TICK
-        print(f"softirq with no traffic over {args.seconds + 0.3:.1f} s: {idle_softirq:.2f} s")
+        base = common.core_busy(k0, k1) / (k1[0] - k0[0])
+        print(f"no traffic over {args.seconds + 0.3:.1f} s: softirq {idle_softirq:.2f} s, core "
+              f"{RECV_CORE} busy {base:.1%}")
         for n in [int(x) for x in args.namespaces.split(",")]:
             for rep in range(args.reps):
                 todo = []
@@ -595,6 +637,7 @@ def main():
                              "error": str(e)[-600:]}
                         print(f"N={n} rep {rep} {mode} idle {idle}: FAILED {e}", flush=True)
                     r.update(rep=rep, rate=args.rate, seconds=args.seconds,
+                             core_base_busy_per_s=base,
                              loadavg_1m_at_start=load,
                              machine_cpu_shares=common.cpu_shares(cpu0, common.proc_stat_cpu()))
                     per_packet(r)
@@ -602,6 +645,8 @@ def main():
                     if "us_total" in r:
                         extra = (f" kernel {r['us_kernel']:.2f}" if mode == "kernel" else
                                  f" on-CPU {r['us_proc_oncpu']:.2f}")
+                        if "us_core" in r:
+                            extra += f" core {RECV_CORE} {r['us_core']:.3f}"
                         print(f"N={n:>3} rep {rep} {label(r):<14} sent {r['sent']:>7} delivered "
                               f"{r['delivered']:>7}  softirq {r['softirq_s']:.2f}s user "
                               f"{r['proc_user_s']:.2f}s sys {r['proc_sys_s']:.2f}s on-CPU "
@@ -622,20 +667,28 @@ def main():
     for rate, table in tables.items():
         for n, row in table.items():
             print(f"{rate} pps N={n}: kernel {fmt(row['kernel_us_kernel'])} us/pkt (total "
-                  f"{fmt(row['kernel_us_total'])})")
+                  f"{fmt(row['kernel_us_total'])}, core {RECV_CORE} "
+                  f"{fmt(row['kernel_us_core'], 3)})")
             for lab, x in row.items():
                 if isinstance(x, dict) and "us_total" in x:
                     print(f"    {lab:<14} {fmt(x['us_total'], 3)} us/pkt (on-CPU "
                           f"{fmt(x['us_proc_oncpu'], 3)}), kernel/l3ns "
-                          f"{fmt(x['ratio_kernel_over_l3ns'], 1)}")
+                          f"{fmt(x['ratio_kernel_over_l3ns'], 1)}; core {RECV_CORE} "
+                          f"{fmt(x['us_core'], 3)}, kernel/l3ns "
+                          f"{fmt(x['ratio_core_kernel_over_l3ns'], 1)}")
     info["loadavg_end"] = common.loadavg()
     info["softirq_idle_s_per_window"] = idle_softirq if runs else None
+    info["core_base_busy_per_s"] = base if runs else None
     machines = old.get("machines", []) + [info]
     commands = old.get("commands", []) + ["bench/scripts/kernel.py " + " ".join(sys.argv[1:])]
     common.save(args.out, {
         "machines": machines, "commands": commands,
         "what": "CPU seconds per delivered packet from the generator's first burst to 0.3 s "
-                "after its last. "
+                "after its last. Headline ('us_core', 'ratio_core_kernel_over_l3ns'): the exact "
+                f"busy time of core {RECV_CORE} (wall less its NO_HZ idle time, /proc/stat), "
+                "which runs the whole receiving side (kernel: RPS and receivers; l3ns: every "
+                "l3nsd thread) and nothing else of ours, less its busy time with no traffic. "
+                "Tick-sampled (miss work phase-locked with the generator's bursts): "
                 "kernel: softirq (/proc/stat, whole machine) + receivers' stime ('us_kernel'), "
                 "+ their utime ('us_total'). l3ns: l3nsd utime+stime of every thread "
                 "+ softirq ('us_total'); 'us_proc_oncpu' = l3nsd threads' exact on-CPU time. "
