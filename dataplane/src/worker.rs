@@ -355,7 +355,8 @@ impl<P: Port> Worker<P> {
 
     /// Wakes the consumers parked on the queues handed batches since the last call: one
     /// unpark per consumer thread (`SocketQueue::wake`), a load per queue otherwise. A
-    /// consumer whose park times out within `idle_sleep` anyway is left to its timer: that
+    /// consumer whose park times out within `idle_sleep` anyway is left to its timer (unless
+    /// the queue is half full: `SocketQueue::wake_unless_due`): that
     /// is no more than the latency this worker's own sleep adds, and it saves a cross-core
     /// wake-up (the costliest thing l3nsd did per round at 100 kpps). A busy-polling worker
     /// (`idle_sleep` zero) wakes every parked consumer. `now` is the poll's: an older one
