@@ -108,6 +108,17 @@ impl Batch {
         self.bytes.clear();
     }
 
+    /// Asks for the first free line of each buffer (where the next datagram goes).
+    #[inline(always)]
+    fn prefetch(&mut self) {
+        if let Some(m) = self.metas.spare_capacity_mut().first() {
+            crate::prefetch::read(m);
+        }
+        if let Some(b) = self.bytes.spare_capacity_mut().first() {
+            crate::prefetch::read(b);
+        }
+    }
+
     /// Bytes its two buffers hold allocated (their capacity, not their contents).
     pub fn heap_bytes(&self) -> usize {
         self.metas.capacity() * std::mem::size_of::<DgramMeta>() + self.bytes.capacity()
@@ -196,6 +207,12 @@ impl FreeBatches {
         match self.stack.pop_back() {
             Some(b) => {
                 self.bytes -= b.heap_bytes();
+                // The next one taken is this one's neighbour: its lines come in meanwhile
+                // (after an idle sleep they are cold, and the first datagram written to a
+                // batch waited for them).
+                if let Some(next) = self.stack.back_mut() {
+                    next.prefetch();
+                }
                 b
             }
             None => Batch::with_capacity(burst, worker),
