@@ -121,19 +121,13 @@ fn accounting_py_sees_phase_locked_work_by_idle_time() {
         eprintln!("SKIP: no python3");
         return;
     }
-    let out = output_within(
+    let out = succeed(
         Command::new("python3")
             .arg(repo().join("bench/scripts/accounting.py"))
             .args(["--json", "--seconds", "1"]),
-        Duration::from_secs(60),
         "accounting.py",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: Value = serde_json::from_slice(&out.stdout).expect("accounting.py --json");
+    let j: Value = serde_json::from_slice(&out).expect("accounting.py --json");
     let runs = j["phase_locked"].as_object().expect("phase_locked");
     assert_eq!(runs.len(), 3, "{j}");
     for (offset, r) in runs {
@@ -144,6 +138,17 @@ fn accounting_py_sees_phase_locked_work_by_idle_time() {
         assert!(f("ticks") >= 0.0, "offset {offset}: {r}");
     }
     assert!(j["sleep_wake_oncpu_us"].as_f64().unwrap() > 0.0, "{j}");
+}
+
+/// Runs `cmd` within a minute and asserts that it succeeded; its standard output.
+fn succeed(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = output_within(cmd, Duration::from_secs(60), what);
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 fn read_json(path: &Path) -> Value {
@@ -299,19 +304,13 @@ fn report_py_renders_the_memif_and_kernel_comparisons_from_their_json() {
         let Some((_dir, md)) = results_file("report", "# results\n\nAbout the machine.\n") else {
             return;
         };
-        let out = output_within(
+        succeed(
             Command::new("python3")
                 .arg(repo().join("bench/scripts/report.py"))
                 .args(["--memif", memif, "--kernel", kernel, "--md"])
                 .arg(&md)
                 .env("L3NS_RESULTS_DIR", &results),
-            Duration::from_secs(60),
             "report.py",
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
         );
         let text = std::fs::read_to_string(&md).unwrap();
         let r = &json(memif)["ratios"]["l3nsd_received_over_testpmd_io"];
