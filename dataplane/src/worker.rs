@@ -198,8 +198,9 @@ struct Staging {
 #[derive(Clone, Copy)]
 struct OpenQueue(*const SocketQueue);
 
-// SAFETY: an `OpenQueue` only lives in `Staging::open` within one poll, on the worker's
-// thread (see above); `SocketQueue` itself is `Sync`.
+// SAFETY: an `OpenQueue` lives in `Staging::open` within one poll, or in `Staging::to_wake`
+// beside the snapshot that holds its queue (see above), on the worker's thread; it is only
+// dereferenced there, and `SocketQueue` itself is `Sync`.
 #[allow(unsafe_code)]
 unsafe impl Send for OpenQueue {}
 
@@ -379,9 +380,9 @@ impl<P: Port> Worker<P> {
     /// Wakes the consumers parked on the queues handed batches since the last call: one
     /// unpark per consumer thread (`SocketQueue::wake`), a load per queue otherwise. A
     /// consumer whose park times out within `idle_sleep` anyway is left to its timer (unless
-    /// the queue is half full: `SocketQueue::wake_unless_due`): that
-    /// is no more than the latency this worker's own sleep adds, and it saves a cross-core
-    /// wake-up (the costliest thing l3nsd did per round at 100 kpps). A busy-polling worker
+    /// the queue is half full: `SocketQueue::wake_unless_due`): that is no more than the
+    /// latency this worker's own sleep adds, and it saves a cross-core wake-up (the costliest
+    /// thing l3nsd did per round at 100 kpps). A busy-polling worker
     /// (`idle_sleep` zero) wakes every parked consumer. `now` is the poll's: an older one
     /// only makes an unneeded wake-up more likely, never a missed one.
     fn wake_consumers(&mut self, now: Instant) {
@@ -503,8 +504,8 @@ impl<P: Port> Worker<P> {
             }
         }
         // Consumers parked on these queues are woken after the round (`poll`); a queue
-        // handed batches in consecutive rounds is listed once.
-        // The snapshot keeps them alive until then.
+        // handed batches in consecutive rounds is listed once. The snapshot keeps them alive
+        // until then.
         for (queue, _) in open.drain(..) {
             if !to_wake.last().is_some_and(|q| std::ptr::eq(q.0, queue.0)) {
                 to_wake.push(queue);
