@@ -485,7 +485,7 @@ def run_l3ns(mode, n, rate, seconds, idle_sleep_us, d, rep):
 
 def per_packet(r):
     """µs per delivered packet: process (utime+stime / on-CPU), softirq, and the totals."""
-    dl = r["delivered"]
+    dl = r.get("delivered")  # none in a failed run's record
     if not dl:
         return r
     us = 1e6 / dl
