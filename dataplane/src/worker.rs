@@ -198,6 +198,12 @@ struct Staging {
 #[derive(Clone, Copy)]
 struct OpenQueue(*const SocketQueue);
 
+impl From<&Arc<SocketQueue>> for OpenQueue {
+    fn from(q: &Arc<SocketQueue>) -> Self {
+        OpenQueue(Arc::as_ptr(q))
+    }
+}
+
 // SAFETY: an `OpenQueue` lives in `Staging::open` within one poll, or in `Staging::to_wake`
 // beside the snapshot that holds its queue (see above), on the worker's thread; it is only
 // dereferenced there, and `SocketQueue` itself is `Sync`.
@@ -382,9 +388,9 @@ impl<P: Port> Worker<P> {
     /// consumer whose park times out within `idle_sleep` anyway is left to its timer (unless
     /// the queue is half full: `SocketQueue::wake_unless_due`): that is no more than the
     /// latency this worker's own sleep adds, and it saves a cross-core wake-up (the costliest
-    /// thing l3nsd did per round at 100 kpps). A busy-polling worker
-    /// (`idle_sleep` zero) wakes every parked consumer. `now` is the poll's: an older one
-    /// only makes an unneeded wake-up more likely, never a missed one.
+    /// thing l3nsd did per round at 100 kpps). A busy-polling worker (`idle_sleep` zero)
+    /// wakes every parked consumer. `now` is the poll's: an older one only makes an unneeded
+    /// wake-up more likely, never a missed one.
     fn wake_consumers(&mut self, now: Instant) {
         for q in self.staging.to_wake.drain(..) {
             // SAFETY: see `OpenQueue`: a snapshot in `to_wake_held` keeps the queue alive.
@@ -614,7 +620,7 @@ impl<P: Port> Worker<P> {
             &mut self.staging,
             self.cfg.id,
             self.cfg.burst,
-            queue,
+            queue.into(),
             meta,
             &req.payload,
         );
@@ -732,29 +738,13 @@ impl<P: Port> Worker<P> {
     }
 }
 
+/// Adds a datagram to the open batch for `queue`, which the poll's snapshot holds (see
+/// `OpenQueue`), opening one from the worker's free batches if there is none.
 #[inline(always)]
 fn stage(
     staging: &mut Staging,
     worker: usize,
     burst: usize,
-    queue: &Arc<SocketQueue>,
-    meta: DgramMeta,
-    payload: &[u8],
-) {
-    stage_at(
-        staging,
-        (worker, burst),
-        OpenQueue(Arc::as_ptr(queue)),
-        meta,
-        payload,
-    );
-}
-
-/// `stage` for the queue at `queue`, which the poll's snapshot holds (see `OpenQueue`).
-#[inline(always)]
-fn stage_at(
-    staging: &mut Staging,
-    (worker, burst): (usize, usize),
     queue: OpenQueue,
     meta: DgramMeta,
     payload: &[u8],
@@ -811,13 +801,13 @@ struct RxCtx<'a> {
 
 impl<'a> RxCtx<'a> {
     /// A group of received frames, in passes: the first ones only ask for cache lines (each
-    /// destination's owner-table slot; the owner's namespace slot and counters;
-    /// with many sockets, the socket's slot, or for a namespace with more than `HOT` sockets
-    /// its view) so that the misses of the whole group overlap; the last one does the work of
-    /// `frame`, in arrival order, on lines that are by then in the cache. The hints read
-    /// nothing that decides anything: a malformed frame just gets a useless prefetch. The
-    /// owner the third pass looks up is handed to `frame`, which uses it only for the
-    /// destination it was looked up for (the same lookup `classify` would make).
+    /// destination's owner-table slot; the owner's namespace slot and counters; with many
+    /// sockets, the socket's slot, or for a namespace with more than `HOT` sockets its view)
+    /// so that the misses of the whole group overlap; the last one does the work of `frame`,
+    /// in arrival order, on lines that are by then in the cache. The hints read nothing that
+    /// decides anything: a malformed frame just gets a useless prefetch. The owner the second
+    /// pass looks up is handed to `frame`, which uses it only for the destination it was
+    /// looked up for (the same lookup `classify` would make).
     #[inline]
     fn group(&mut self, frames: &[&[u8]]) {
         let mut dst = [0u32; MAX_GROUP];
@@ -991,7 +981,14 @@ impl<'a> RxCtx<'a> {
                 };
                 c.remember(self.sockets_gen, dst, u.dst_port, sock, q);
                 let meta = self.unicast_meta(ns, sock, u);
-                stage(self.staging, self.worker, self.burst, q, meta, u.payload);
+                stage(
+                    self.staging,
+                    self.worker,
+                    self.burst,
+                    q.into(),
+                    meta,
+                    u.payload,
+                );
             }
             None => {
                 self.ns.tx(ns).drop(NsDrop::NoSocket, 1);
@@ -1032,9 +1029,10 @@ impl<'a> RxCtx<'a> {
         // The memo was written (`unicast`) from an `Arc` held by a snapshot with the sockets
         // generation of `self.table` (`memo` checks it), so `self.table`, which this poll
         // holds, holds that same `Arc` (`OwnerTable::sockets_gen`), as `OpenQueue` needs.
-        stage_at(
+        stage(
             self.staging,
-            (self.worker, self.burst),
+            self.worker,
+            self.burst,
             OpenQueue(queue),
             meta,
             u.payload,
@@ -1074,7 +1072,7 @@ impl<'a> RxCtx<'a> {
                 broadcast: true,
                 ..Default::default()
             };
-            stage(staging, worker, burst, q, meta, u.payload);
+            stage(staging, worker, burst, q.into(), meta, u.payload);
         });
         if !any {
             self.pc.drop(PortDrop::BroadcastUnheard);
