@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -25,26 +24,13 @@ import common  # noqa: E402
 PERIOD_S, SPIN_S = 0.004, 0.0002
 
 
-def cpu_fields(cpu):
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith(f"cpu{cpu} "):
-                return [int(x) for x in line.split()[1:]]
-    raise RuntimeError(f"no cpu{cpu} line in /proc/stat")
-
-
-def oncpu_ns():
-    with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
-        return int(f.read().split()[0])
-
-
 def phase_locked(cpu, seconds, offset_s):
     """Busy seconds of `cpu` under a load woken every 4 ms at `offset_s` into the period:
     {"oncpu", "ticks", "exact"}."""
     was = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {cpu})
     try:
-        a, k0, m0 = cpu_fields(cpu), common.core_idle(cpu), oncpu_ns()
+        a, k0, m0 = common.stat_line(f"cpu{cpu}"), common.core_idle(cpu), common.thread_oncpu_ns()
         end = time.monotonic() + seconds
         while True:
             now = time.monotonic()
@@ -55,7 +41,7 @@ def phase_locked(cpu, seconds, offset_s):
             s = time.perf_counter()
             while time.perf_counter() - s < SPIN_S:
                 pass
-        b, k1, m1 = cpu_fields(cpu), common.core_idle(cpu), oncpu_ns()
+        b, k1, m1 = common.stat_line(f"cpu{cpu}"), common.core_idle(cpu), common.thread_oncpu_ns()
     finally:
         os.sched_setaffinity(0, was)
     d = [y - x for x, y in zip(a, b)]

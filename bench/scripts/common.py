@@ -188,15 +188,19 @@ def cpu_delta(a, b):
             "threads_context_switches": switches}
 
 
-def proc_stat_cpu():
-    """Aggregate /proc/stat 'cpu' line as a dict of ticks."""
+def stat_line(name):
+    """The ticks of one line of /proc/stat: "cpu" (the whole machine) or "cpuN"."""
     with open("/proc/stat") as f:
         for line in f:
-            if line.startswith("cpu "):
-                v = [int(x) for x in line.split()[1:]]
-                names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
-                return dict(zip(names, v))
-    raise RuntimeError("no cpu line in /proc/stat")
+            if line.startswith(name + " "):
+                return [int(x) for x in line.split()[1:]]
+    raise RuntimeError(f"no {name} line in /proc/stat")
+
+
+def proc_stat_cpu():
+    """Aggregate /proc/stat 'cpu' line as a dict of ticks."""
+    names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
+    return dict(zip(names, stat_line("cpu")))
 
 
 def cpu_shares(a, b):
@@ -218,13 +222,15 @@ def core_idle(cpu):
     wall time minus its increase is the CPU's exact busy time (to 1/USER_HZ), interrupts and
     softirq included, however their timing falls against the tick (the user, system and
     softirq fields are tick samples and miss work that runs between ticks)."""
-    with open("/proc/stat") as f:
-        t = time.monotonic()
-        for line in f:
-            if line.startswith(f"cpu{cpu} "):
-                v = [int(x) for x in line.split()[1:]]
-                return t, (v[3] + v[4]) / TICK
-    raise RuntimeError(f"no cpu{cpu} line in /proc/stat")
+    t = time.monotonic()
+    v = stat_line(f"cpu{cpu}")
+    return t, (v[3] + v[4]) / TICK
+
+
+def thread_oncpu_ns():
+    """The calling thread's exact on-CPU nanoseconds (its schedstat)."""
+    with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
+        return int(f.read().split()[0])
 
 
 def sleep_cost_us(cpu, sleeps=500, us=1000):
@@ -235,13 +241,10 @@ def sleep_cost_us(cpu, sleeps=500, us=1000):
     was = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {cpu})
     try:
-        path = f"/proc/self/task/{threading.get_native_id()}/schedstat"
-        with open(path) as f:
-            a = int(f.read().split()[0])
+        a = thread_oncpu_ns()
         for _ in range(sleeps):
             time.sleep(us / 1e6)
-        with open(path) as f:
-            b = int(f.read().split()[0])
+        b = thread_oncpu_ns()
     finally:
         os.sched_setaffinity(0, was)
     return (b - a) / 1e3 / sleeps
