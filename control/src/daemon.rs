@@ -19,11 +19,12 @@ use crate::config::{
     Backend, Config, ConfigError, FlowConfig, FlowKind, Listen, PortConfig, Workers, DEMO_NAME,
 };
 use crate::error::ControlError;
-use crate::metrics::{self, MetricsSource};
+use crate::metrics::{self, MetricsServer, MetricsSource};
 use crate::model::Model;
 use crate::runtime::Runtime;
 use crate::service::Services;
 use crate::state::{self, StateError};
+use crate::stop::Stop;
 use l3ns_dataplane::api::UdpSocket;
 use l3ns_dataplane::counters::{PortDrop, Stats};
 use l3ns_dataplane::port::afpacket::{self, AfPacketOptions, AfPacketPort};
@@ -636,9 +637,8 @@ pub struct Daemon {
     stats: Arc<Stats>,
     workers: Vec<JoinHandle<()>>,
     control: Option<JoinHandle<Runtime>>,
-    control_stop: Arc<AtomicBool>,
-    metrics: Option<JoinHandle<()>>,
-    metrics_stop: Arc<AtomicBool>,
+    control_stop: Stop,
+    metrics: Option<MetricsServer>,
     senders: Option<JoinHandle<()>>,
     senders_stop: Arc<AtomicBool>,
     state: Option<PathBuf>,
@@ -725,9 +725,8 @@ impl Daemon {
             stats: stats.clone(),
             workers: Vec::new(),
             control: None,
-            control_stop: Arc::new(AtomicBool::new(false)),
+            control_stop: Stop::new(),
             metrics: None,
-            metrics_stop: Arc::new(AtomicBool::new(false)),
             senders: None,
             senders_stop: Arc::new(AtomicBool::new(false)),
             state: opts.state.clone(),
@@ -811,14 +810,11 @@ impl Daemon {
         // Metrics, then the control thread (which takes the runtime).
         let listen = opts.metrics.unwrap_or(cfg.metrics.listen);
         if let Listen::At(addr) = listen {
-            match metrics::serve(
-                addr,
-                MetricsSource::from_runtime(&rt),
-                d.metrics_stop.clone(),
-            ) {
-                Ok((bound, h)) => {
+            match metrics::serve(addr, MetricsSource::from_runtime(&rt)) {
+                Ok(server) => {
+                    let bound = server.addr();
                     d.metrics_addr = Some(bound);
-                    d.metrics = Some(h);
+                    d.metrics = Some(server);
                     let _ = writeln!(d.banner, "l3nsd: metrics on http://{bound}/metrics");
                 }
                 Err(source) => {
@@ -896,11 +892,10 @@ impl Daemon {
         for h in self.workers.drain(..) {
             let _ = h.join();
         }
-        self.control_stop.store(true, Ordering::SeqCst);
+        self.control_stop.stop();
         let rt = self.control.take().and_then(|h| h.join().ok());
-        self.metrics_stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.metrics.take() {
-            let _ = h.join();
+        if let Some(m) = self.metrics.take() {
+            m.stop();
         }
         rt
     }
@@ -914,9 +909,10 @@ impl Drop for Daemon {
     }
 }
 
-/// Runs the daemon until `stop` is set or `opts.duration` has passed, printing the banner and
-/// the table to `out` (unless `quiet`), then shuts down.
-pub fn run(opts: &Options, stop: Arc<AtomicBool>, out: &mut dyn Write) -> Result<(), DaemonError> {
+/// Runs the daemon until `stop` is asked for or `opts.duration` has passed, printing the
+/// banner and the table to `out` (unless `quiet`), then shuts down. The calling thread sleeps
+/// until the next table, the end or the stop (with `quiet` and no duration: the stop alone).
+pub fn run(opts: &Options, stop: &Stop, out: &mut dyn Write) -> Result<(), DaemonError> {
     let d = Daemon::start(opts)?;
     if !opts.quiet {
         let _ = write!(out, "{}", d.banner);
@@ -932,17 +928,23 @@ pub fn run(opts: &Options, stop: Arc<AtomicBool>, out: &mut dyn Write) -> Result
     let deadline = opts.duration.map(|t| Instant::now() + t);
     let mut next_table = Instant::now() + interval;
     loop {
-        if stop.load(Ordering::Relaxed) || deadline.is_some_and(|t| Instant::now() >= t) {
+        let now = Instant::now();
+        if deadline.is_some_and(|t| now >= t) {
             break;
         }
-        if Instant::now() >= next_table {
-            next_table += interval;
-            if !opts.quiet {
-                let _ = write!(out, "{}", d.table());
-                let _ = out.flush();
-            }
+        if !opts.quiet && now >= next_table {
+            let _ = write!(out, "{}", d.table());
+            let _ = out.flush();
+            // After a stall, the next table is an interval on, not a burst of missed ones.
+            next_table = (next_table + interval).max(now + interval / 2);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        let wake = [deadline, (!opts.quiet).then_some(next_table)]
+            .into_iter()
+            .flatten()
+            .min();
+        if stop.wait(wake.map(|t| t.saturating_duration_since(Instant::now()))) {
+            break;
+        }
     }
     let table = d.table();
     d.shutdown()?;

@@ -12,3 +12,4 @@ pub mod publish;
 pub mod runtime;
 pub mod service;
 pub mod state;
+pub mod stop;

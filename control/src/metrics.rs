@@ -543,34 +543,70 @@ fn control_blocks(text: &str) -> HashMap<String, String> {
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
-/// Serves `GET /metrics` on `addr` from a thread of its own until `stop` is set. Returns the
-/// bound address (useful with port 0) and the thread. Connections are answered one at a time
-/// and closed after the response; a request must arrive within a few seconds. The accept loop
-/// is non-blocking and checks `stop` at least every 50 ms.
-pub fn serve(
-    addr: SocketAddr,
-    source: MetricsSource,
-    stop: Arc<AtomicBool>,
-) -> io::Result<(SocketAddr, JoinHandle<()>)> {
+/// Serves `GET /metrics` on `addr` from a thread of its own until [`MetricsServer::stop`].
+/// Connections are answered one at a time and closed after the response; a request must
+/// arrive within a few seconds. The thread blocks in `accept` (a scrape is answered at once,
+/// and an idle daemon does not wake for it); stopping wakes it with a connection of its own.
+pub fn serve(addr: SocketAddr, source: MetricsSource) -> io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
-    let handle = std::thread::Builder::new()
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("l3ns-metrics".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !flag.load(Ordering::SeqCst) {
                 match listener.accept() {
+                    // The stop's own connection (or one racing with it) is not answered.
+                    Ok(_) if flag.load(Ordering::SeqCst) => break,
                     Ok((stream, _)) => {
                         // A client that goes away mid-request is its own problem, not the server's.
                         let _ = answer(stream, &source);
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    // WouldBlock: nobody is waiting. Anything else (EMFILE, …): back off likewise.
+                    // EMFILE and the like: back off rather than spin.
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
             }
         })?;
-    Ok((local, handle))
+    Ok(MetricsServer {
+        addr: local,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// The metrics endpoint's thread (see [`serve`]).
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// The bound address (the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the thread and closes the listener. Bounded: the `accept` is woken by a
+    /// connection of our own (to the loopback address when the listener is on every
+    /// address); if that connection cannot be made, the thread is left to end with the
+    /// process rather than waited for.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut to = self.addr;
+        if to.ip().is_unspecified() {
+            to.set_ip(match to {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let woke = TcpStream::connect_timeout(&to, Duration::from_secs(2)).is_ok();
+        if let (true, Some(t)) = (woke, self.thread.take()) {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Reads one request head and writes one response.

@@ -202,6 +202,11 @@ impl Runtime {
         self.publisher.reclaim()
     }
 
+    /// Replaced snapshots not freed yet (see [`Runtime::reclaim`]).
+    pub fn retired(&self) -> usize {
+        self.publisher.retired()
+    }
+
     /// Applies one model operation named `op` and publishes what it changed (at the end of
     /// the batch, inside one).
     pub fn apply<T>(

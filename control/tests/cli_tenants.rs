@@ -8,12 +8,12 @@ use cli_harness::{test_dir, Daemon};
 use l3ns_control::api::{serve, tenant_socket_path, NoServices, ServeConfig};
 use l3ns_control::model::Model;
 use l3ns_control::runtime::Runtime;
+use l3ns_control::stop::Stop;
 use l3ns_dataplane::types::{LoopbackMode, NsId};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -121,7 +121,7 @@ fn a_second_daemon_is_refused_and_a_stale_socket_is_replaced() {
         rt,
         Box::new(NoServices),
         None,
-        Arc::new(AtomicBool::new(false)),
+        Stop::new(),
     )
     .expect_err("a daemon already answers");
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
@@ -133,7 +133,7 @@ fn a_second_daemon_is_refused_and_a_stale_socket_is_replaced() {
     let path = dir.join("ctl.sock");
     drop(UnixListener::bind(&path).unwrap());
     assert!(path.exists());
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Stop::new();
     let h = serve(
         ServeConfig::new(&path),
         Runtime::new(Model::new(), 1, vec![], 16),
@@ -152,13 +152,13 @@ fn a_second_daemon_is_refused_and_a_stale_socket_is_replaced() {
         Runtime::new(Model::new(), 1, vec![], 16),
         Box::new(NoServices),
         None,
-        Arc::new(AtomicBool::new(false)),
+        Stop::new(),
     )
     .expect_err("not a socket");
     assert!(err.to_string().contains("not a socket"), "{err}");
     // Stopping is bounded and removes the socket.
     let t = Instant::now();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    stop.stop();
     let rt = h.join().unwrap();
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(rt.model().namespaces().count(), 1);

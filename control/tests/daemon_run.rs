@@ -255,3 +255,93 @@ service = "attach:{}"
     let rows = last_table(&stdout);
     assert!(rows["app1"][6] >= 5, "{stdout}");
 }
+
+/// Wake-ups (voluntary and involuntary context switches) of each thread of `pid`, by tid,
+/// with its name.
+fn switches(pid: u32) -> std::collections::BTreeMap<u32, (String, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+        let t = t.unwrap().path();
+        let (Ok(status), Ok(tid)) = (
+            std::fs::read_to_string(t.join("status")),
+            t.file_name().unwrap().to_string_lossy().parse::<u32>(),
+        ) else {
+            continue; // the thread left
+        };
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let n = field("voluntary_ctxt_switches:")
+            .parse::<u64>()
+            .unwrap_or(0)
+            + field("nonvoluntary_ctxt_switches:")
+                .parse::<u64>()
+                .unwrap_or(0);
+        out.insert(tid, (field("Name:"), n));
+    }
+    out
+}
+
+/// An idle daemon's threads other than workers and services sleep until they have work: the
+/// main thread until the stop (with --quiet), the control thread until a request, the metrics
+/// thread until a scrape, the signal thread until a signal. They used to poll a stop flag
+/// every 20-50 ms (~140 wake-ups a second together), each costing tens of microseconds of CPU
+/// on a virtual machine. SIGTERM still stops the daemon at once.
+#[test]
+fn an_idle_daemon_s_other_threads_sleep_until_they_have_work() {
+    let dir = TempDir::new("idle_threads");
+    let ctl = dir.path("c.sock");
+    let d = Guard::spawn(Command::new(L3NSD).args([
+        "--quiet",
+        "--metrics",
+        "127.0.0.1:0",
+        "--control",
+        ctl.to_str().unwrap(),
+    ]));
+    assert!(wait_for_path(&ctl, LIMIT), "no control socket");
+    let pid = d.pid();
+    // The window over which wake-ups are counted (a measurement, not a wait for an event).
+    let window = Duration::from_millis(1500);
+    let before = switches(pid);
+    std::thread::sleep(window);
+    let after = switches(pid);
+    let mut checked = Vec::new();
+    for (tid, (name, n)) in &after {
+        let quiet = *tid == pid
+            || [
+                "l3ns-control",
+                "l3ns-metrics",
+                "l3ns-signals",
+                "l3ns-accept",
+            ]
+            .contains(&name.as_str());
+        if !quiet {
+            continue;
+        }
+        let woke = n - before.get(tid).map_or(0, |b| b.1);
+        checked.push(format!("{name}/{tid}: {woke}"));
+        // A few for start-up's last steps (the control thread frees the snapshots the
+        // workers let go of), against 30-75 each in this window before.
+        assert!(woke <= 5, "{name} ({tid}) woke {woke} times in {window:?}");
+    }
+    for name in ["l3ns-control", "l3ns-metrics", "l3ns-signals"] {
+        assert!(
+            checked.iter().any(|c| c.starts_with(name)),
+            "no {name} thread: {checked:?}"
+        );
+    }
+    let t = std::time::Instant::now();
+    d.terminate();
+    let out = d.wait(LIMIT);
+    succeeded(&out);
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "SIGTERM took {:?}",
+        t.elapsed()
+    );
+    assert!(!ctl.exists(), "the control socket is removed at shutdown");
+}

@@ -27,6 +27,7 @@ use super::ServiceHost;
 use crate::error::{ControlError, Result};
 use crate::model::Model;
 use crate::runtime::Runtime;
+use crate::stop::Stop;
 use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
 use l3ns_dataplane::types::NsId;
 use std::collections::BTreeMap;
@@ -47,8 +48,12 @@ pub type Persist = Box<dyn FnMut(&Model) -> io::Result<()> + Send>;
 const MAX_REQUEST: u64 = 64 * 1024;
 /// Most requests applied before one save and one round of answers.
 const MAX_BATCH: usize = 64;
-/// How often the control thread looks at the stop flag when idle.
+/// How long a connection's thread waits for the control thread's answer before it looks
+/// whether the control thread has closed.
 const STOP_POLL: Duration = Duration::from_millis(50);
+/// How often an idle control thread looks again for replaced snapshots that workers have let
+/// go of, while any are left (otherwise it sleeps until a request or the stop comes).
+const RECLAIM_POLL: Duration = Duration::from_millis(50);
 
 /// Where and how the control API listens.
 #[derive(Clone, Debug)]
@@ -313,14 +318,14 @@ fn write_reply(mut stream: &UnixStream, reply: &Reply) -> io::Result<()> {
 }
 
 /// Starts the control thread on `cfg.control` and returns its handle; joining it after
-/// `stop` is set gives the [`Runtime`] back. Fails (before any thread starts) if another
+/// `stop` is asked for ([`Stop::stop`], which wakes it) gives the [`Runtime`] back. Fails (before any thread starts) if another
 /// daemon answers on the control path or the socket cannot be made.
 pub fn serve(
     cfg: ServeConfig,
     rt: Runtime,
     host: Box<dyn ServiceHost>,
     persist: Option<Persist>,
-    stop: Arc<AtomicBool>,
+    stop: Stop,
 ) -> io::Result<JoinHandle<Runtime>> {
     if let Some(dir) = cfg.control.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir)?;
@@ -382,17 +387,27 @@ struct Control {
 }
 
 impl Control {
-    fn run(mut self, jobs: Receiver<Job>, root: Listener, stop: &AtomicBool) -> Runtime {
-        while !stop.load(Ordering::SeqCst) {
-            let first = match jobs.recv_timeout(STOP_POLL) {
-                Ok(j) => j,
-                Err(RecvTimeoutError::Timeout) => {
-                    // Idle: free the snapshots workers have let go of since the last publish.
-                    self.rt.reclaim();
-                    continue;
+    fn run(mut self, jobs: Receiver<Job>, root: Listener, stop: &Stop) -> Runtime {
+        while !stop.is_stopped() {
+            // Idle, the thread sleeps until a request or the stop comes; only while replaced
+            // snapshots are still held does it look again every RECLAIM_POLL to free them.
+            let pending = self.rt.retired() > 0;
+            let first = if pending {
+                crossbeam::select! {
+                    recv(jobs) -> j => j,
+                    recv(stop.closed()) -> _ => break,
+                    default(RECLAIM_POLL) => {
+                        self.rt.reclaim();
+                        continue;
+                    }
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+            } else {
+                crossbeam::select! {
+                    recv(jobs) -> j => j,
+                    recv(stop.closed()) -> _ => break,
+                }
             };
+            let Ok(first) = first else { break };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match jobs.try_recv() {

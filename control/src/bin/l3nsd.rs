@@ -4,9 +4,8 @@ use clap::Parser;
 use l3ns_control::config::Listen;
 use l3ns_control::daemon::{self, Options};
 use l3ns_control::heap::{self, HeapMode};
+use l3ns_control::stop::Stop;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// l3ns daemon: a userspace poll-mode IPv4 dataplane with L3 network namespaces.
@@ -123,18 +122,30 @@ fn main() {
             }
         }
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            eprintln!("l3nsd: error: cannot install the handler of signal {sig}: {e}");
-            std::process::exit(1);
-        }
+    // SIGINT and SIGTERM ask for the stop from a thread that sleeps until one comes (the
+    // handler only writes to a pipe), which wakes the main thread at once.
+    let stop = Stop::new();
+    let sigs = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+    let watcher = signal_hook::iterator::Signals::new(sigs).and_then(|mut signals| {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("l3ns-signals".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                if signals.forever().next().is_some() {
+                    stop.stop();
+                }
+            })
+    });
+    if let Err(e) = watcher {
+        eprintln!("l3nsd: error: cannot install the handlers of SIGINT and SIGTERM: {e}");
+        std::process::exit(1);
     }
     let mut out = std::io::stdout();
     if !cli.quiet {
         println!("l3nsd: {heap}");
     }
-    if let Err(e) = daemon::run(&opts, stop, &mut out) {
+    if let Err(e) = daemon::run(&opts, &stop, &mut out) {
         eprintln!("l3nsd: error: {e}");
         std::process::exit(e.exit_code());
     }

@@ -9,6 +9,7 @@ use l3ns_control::api::{serve, ServeConfig, ServiceHost};
 use l3ns_control::error::ControlError;
 use l3ns_control::model::Model;
 use l3ns_control::runtime::Runtime;
+use l3ns_control::stop::Stop;
 use l3ns_dataplane::port::memory::{memory_pair, MemoryWire, TxMode};
 use l3ns_dataplane::port::PortInfo;
 use l3ns_dataplane::types::SocketId;
@@ -160,7 +161,7 @@ pub struct Daemon {
     pub saves: Arc<AtomicUsize>,
     /// Make the persist hook fail (to test the EIO answer).
     pub fail_saves: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
+    stop: Stop,
     handle: Option<JoinHandle<Runtime>>,
     worker: Option<JoinHandle<()>>,
     shared: Arc<l3ns_dataplane::worker::Shared>,
@@ -221,7 +222,7 @@ impl Daemon {
             s.fetch_add(1, Ordering::SeqCst);
             Ok(())
         });
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Stop::new();
         let host = Box::new(RecordingHost {
             events: events.clone(),
         });
@@ -304,7 +305,7 @@ impl Daemon {
     }
 
     fn shutdown(&mut self) -> Option<Runtime> {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.stop();
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(w) = self.worker.take() {
             let _ = w.join();
