@@ -19,22 +19,31 @@ fn run(args: &[&str], deadline: Duration) -> std::process::Output {
 
 #[test]
 fn unicast_on_a_small_setup_accounts_for_every_packet() {
-    let out = run(
-        &[
-            "--namespaces",
-            "10",
-            "--addrs-per-ns",
-            "2",
-            "--seconds",
-            "1",
-            "--only",
-            "unicast",
-            "--frames",
-            "7",
-            "--json",
-        ],
-        Duration::from_secs(60),
-    );
+    unicast_accounts_for_every_packet(&[]);
+}
+
+/// As l3nsd does, a queue per socket (the consumer drains ten).
+#[test]
+fn unicast_with_a_queue_per_namespace_accounts_for_every_packet() {
+    unicast_accounts_for_every_packet(&["--queue-per-ns"]);
+}
+
+fn unicast_accounts_for_every_packet(extra: &[&str]) {
+    let mut args = vec![
+        "--namespaces",
+        "10",
+        "--addrs-per-ns",
+        "2",
+        "--seconds",
+        "1",
+        "--only",
+        "unicast",
+        "--frames",
+        "7",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = run(&args, Duration::from_secs(60));
     assert!(
         out.status.success(),
         "{}",

@@ -44,6 +44,10 @@ struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Give each namespace's socket a queue of its own (1,024 datagrams deep, as l3nsd's
+    /// default `queue_depth`: l3nsd makes one per socket) instead of one queue shared by all.
+    #[arg(long)]
+    queue_per_ns: bool,
     #[arg(long, value_enum, value_name = "MODE", default_value_t = HeapMode::Thp, help = heap::HELP)]
     heap: HeapMode,
 }
@@ -96,7 +100,7 @@ fn build_model(n: usize, a: usize) -> Model {
     m
 }
 
-fn measure(n: usize, a: usize) -> Point {
+fn measure(n: usize, a: usize, queue_per_ns: bool) -> Point {
     let base = live();
     let mut model = build_model(n, a);
     // As the runtime keeps it after a large batch (`Model::compact`).
@@ -133,7 +137,12 @@ fn measure(n: usize, a: usize) -> Point {
             })
             .unwrap();
         }
-        rt.bind_shared(id, Ipv4Addr::UNSPECIFIED, 9, "app", q.clone())
+        let q = if queue_per_ns {
+            rt.new_shared_queue(1024)
+        } else {
+            q.clone()
+        };
+        rt.bind_shared(id, Ipv4Addr::UNSPECIFIED, 9, "app", q)
             .unwrap();
         ids.push(id);
     }
@@ -174,7 +183,7 @@ fn main() {
         .namespaces
         .iter()
         .flat_map(|&n| args.addrs_per_ns.iter().map(move |&a| (n, a)))
-        .map(|(n, a)| measure(n, a))
+        .map(|(n, a)| measure(n, a, args.queue_per_ns))
         .collect();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&points).unwrap());

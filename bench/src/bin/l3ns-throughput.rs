@@ -62,6 +62,10 @@ struct Args {
     /// Core for the worker (the consumer takes the next one).
     #[arg(long, default_value_t = 0)]
     core: usize,
+    /// Give each namespace's sockets a queue of their own (as l3nsd does: one queue per
+    /// socket) instead of one queue shared by every socket; the consumer drains them all.
+    #[arg(long)]
+    queue_per_ns: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -124,7 +128,7 @@ fn setup(args: &Args) -> Setup {
     // One queue shared by every benchmark socket: the consumer thread serves them all, and
     // each burst is handed over once.
     let shared_q = rt.new_shared_queue(1 << 16);
-    let queues = vec![shared_q.clone()];
+    let mut queues = vec![shared_q.clone()];
     // Like the daemon loading a configuration: every change of the set-up in one batch,
     // published once (one publish per operation made the set-up quadratic in the number of
     // sockets on a port: each rebuilt the port's listener list).
@@ -149,10 +153,17 @@ fn setup(args: &Args) -> Setup {
             .unwrap();
             owned.push(a);
         }
-        rt.bind_shared(id, Ipv4Addr::UNSPECIFIED, 9, "app", shared_q.clone())
+        let q = if args.queue_per_ns {
+            let q = rt.new_shared_queue(1024);
+            queues.push(q.clone());
+            q
+        } else {
+            shared_q.clone()
+        };
+        rt.bind_shared(id, Ipv4Addr::UNSPECIFIED, 9, "app", q.clone())
             .unwrap();
         if ns < 100 {
-            rt.bind_shared(id, Ipv4Addr::UNSPECIFIED, 67, "app", shared_q.clone())
+            rt.bind_shared(id, Ipv4Addr::UNSPECIFIED, 67, "app", q)
                 .unwrap();
         }
     }
