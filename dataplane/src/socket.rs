@@ -12,7 +12,7 @@
 
 use crate::types::{NsId, SocketId};
 use arc_swap::ArcSwapOption;
-use crossbeam::queue::{ArrayQueue, SegQueue};
+use crossbeam::queue::ArrayQueue;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -397,13 +397,13 @@ impl Waiter {
 /// A bounded receive queue shared by one or more sockets.
 #[derive(Debug)]
 pub struct SocketQueue {
-    /// The batches handed over, oldest first. Unbounded as a structure (`queued` against
-    /// `depth` bounds it: every batch holds a datagram at least) and allocated as it fills,
-    /// 31 batches a block, and only once a batch comes (its head and tail are a cache line
-    /// each: boxed, a socket that never receives does not carry them). An `ArrayQueue` of
-    /// `depth` slots took 64 KiB per queue up front at the default depth, 6.4 GB for 100,000
-    /// sockets (`l3ns-throughput --queue-per-ns`).
-    batches: OnceLock<Box<SegQueue<Batch>>>,
+    /// The batches handed over, oldest first: a ring of `depth` slots (every batch holds a
+    /// datagram at least), 64 KiB at the default depth, made at the first hand-off (by the
+    /// worker, once) rather than at bind: a socket that never receives does not carry it
+    /// (100,000 idle sockets took 6.4 GB). A ring that grows as batches come (a `SegQueue`)
+    /// was tried and not kept: it allocates a block in the worker every 31 hand-offs, which
+    /// `control/tests/worker_batches.rs` forbids once the worker is warm.
+    batches: OnceLock<Box<ArrayQueue<Batch>>>,
     /// Datagrams currently queued (updated once per batch).
     queued: AtomicUsize,
     depth: usize,
@@ -508,14 +508,24 @@ impl SocketQueue {
             return Err(batch);
         }
         batch.truncate(taken);
-        self.batches
-            .get_or_init(|| Box::new(SegQueue::new()))
-            .push(batch);
-        let depth_now = now - excess;
-        if depth_now > self.high_water.load(Ordering::Relaxed) {
-            self.high_water.store(depth_now, Ordering::Relaxed);
+        let ring = self
+            .batches
+            .get_or_init(|| Box::new(ArrayQueue::new(self.depth)));
+        match ring.push(batch) {
+            Ok(()) => {
+                let depth_now = now - excess;
+                if depth_now > self.high_water.load(Ordering::Relaxed) {
+                    self.high_water.store(depth_now, Ordering::Relaxed);
+                }
+                Ok(taken)
+            }
+            // Not reached while every batch holds a datagram (`queued` bounds the ring).
+            Err(b) => {
+                self.queued.fetch_sub(taken, Ordering::AcqRel);
+                self.overflow.fetch_add(taken as u64, Ordering::Relaxed);
+                Err(b)
+            }
         }
-        Ok(taken)
     }
 
     /// Application side: the next batch, if any. Give it back with `recycle` when done.
