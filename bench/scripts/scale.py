@@ -33,14 +33,14 @@ def hugetlb_kib(pid):
     return 0
 
 
-def run_point_rss(ns, addrs, seconds, timeout, heap="thp", frames=16384):
+def run_point_rss(ns, addrs, seconds, timeout, heap="thp", frames=16384, queue_per_ns=False):
     """run_point, but spawn with fork/exec + wait4 to get the child's own ru_maxrss."""
     # Only the unicast scenario: the peak RSS is then the set-up plus the dataplane at work.
     # (A Prometheus render's text is bounded by the metrics' namespace cap, 10,000 by
     # default, not per namespace: RESULTS.md reports it apart.)
     cmd = [common.binary("l3ns-throughput"), "--namespaces", str(ns), "--addrs-per-ns",
            str(addrs), "--seconds", str(seconds), "--only", "unicast", "--json", "--heap", heap,
-           "--frames", str(frames)]
+           "--frames", str(frames)] + (["--queue-per-ns"] if queue_per_ns else [])
     load = common.loadavg()[0]
     t0 = time.time()
     r, w = os.pipe()
@@ -215,6 +215,9 @@ def main():
                          "glibc.malloc.hugetlb=1, malloc's heap on transparent huge pages (madvise), "
                          "the default; hugetlb = glibc.malloc.hugetlb=2, reserved 2 MiB hugetlbfs "
                          "pages (normal pages when none are free); system = malloc left alone")
+    ap.add_argument("--queue-per-ns", action="store_true",
+                    help="a socket queue per namespace, as l3nsd makes (l3ns-throughput "
+                         "--queue-per-ns), instead of one queue shared by every socket")
     ap.add_argument("--out", default="scale.json")
     ap.add_argument("--plot-only", metavar="JSON[=LABEL],...",
                     help="only redraw: merge the series of these result files (labelled LABEL "
@@ -237,7 +240,8 @@ def main():
     for rep in range(args.reps):
         for a in addrs:
             for n in nss:
-                r = run_point_rss(n, a, args.seconds, args.timeout, args.heap, args.frames)
+                r = run_point_rss(n, a, args.seconds, args.timeout, args.heap, args.frames,
+                                  args.queue_per_ns)
                 r["rep"] = rep
                 runs.append(r)
                 if "error" in r:
@@ -308,6 +312,7 @@ def main():
     info["loadavg_end"] = common.loadavg()
     info["heap"] = args.heap
     info["frames"] = args.frames
+    info["queue_per_ns"] = args.queue_per_ns
     info["glibc_malloc_hugetlb"] = sorted({str(r.get("glibc_malloc_hugetlb")) for r in runs
                                            if "error" not in r})
     with open(common.HUGEPAGES_FREE) as f:

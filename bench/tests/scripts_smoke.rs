@@ -72,8 +72,10 @@ fn median(v: &Value) -> f64 {
 
 #[test]
 fn scale_py_measures_a_small_series_and_writes_json_and_plot() {
+    // With a queue per namespace (the option is passed through; the shared queue is the
+    // throughput smoke tests' default).
     let args = "--namespaces 1,50 --addrs 1 --reps 1 --seconds 1 --timeout 120 --frames 64 \
-                --out smoke.json";
+                --queue-per-ns --out smoke.json";
     let Some((dir, j)) = run_script("scale.py", args, "smoke.json") else {
         return;
     };
@@ -92,6 +94,7 @@ fn scale_py_measures_a_small_series_and_writes_json_and_plot() {
         "{j:#}"
     );
     assert_eq!(j["machine"]["frames"], 64);
+    assert_eq!(j["machine"]["queue_per_ns"], true);
     let plotted = ["smoke.png", "smoke.svg"]
         .iter()
         .any(|f| dir.0.join(f).exists());
