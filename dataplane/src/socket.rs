@@ -12,7 +12,7 @@
 
 use crate::types::{NsId, SocketId};
 use arc_swap::ArcSwapOption;
-use crossbeam::queue::ArrayQueue;
+use crossbeam::queue::{ArrayQueue, SegQueue};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -394,16 +394,65 @@ impl Waiter {
     }
 }
 
+/// Batches the consumer has not taken yet: a ring of at most [`RING_SLOTS`] slots, and
+/// beyond it, while a consumer is that many batches behind, an unbounded spill (`queued`
+/// against the queue's depth bounds both: every batch holds a datagram at least).
+///
+/// The ring is allocated once and never again, so a warm worker hands over without
+/// allocating until a consumer falls [`RING_SLOTS`] batches behind; only then does the spill
+/// allocate, a block per 31 batches (a spill alone — a `SegQueue` as the only ring —
+/// allocated in the worker every 31 hand-offs; a ring of `depth` slots alone takes 64 KiB for
+/// each socket that ever receives).
+///
+/// Order: a producer puts a batch in the ring only when it sees the spill empty, and the
+/// consumer takes from the spill only when it finds the ring empty. So each producer's
+/// batches come out in the order it handed them over: its ring batches are older than its
+/// spill batches, and a batch it puts in the ring after some went to the spill finds them
+/// taken already (it saw the spill empty after pushing them).
+#[derive(Debug)]
+struct Rings {
+    ring: ArrayQueue<Batch>,
+    spill: SegQueue<Batch>,
+}
+
+/// Slots of a queue's ring (64 bytes each): a consumer may fall this many batches behind
+/// before the worker allocates for it. Control/tests/worker_batches.rs stalls 32 batches.
+const RING_SLOTS: usize = 64;
+
+impl Rings {
+    fn new(depth: usize) -> Self {
+        Rings {
+            ring: ArrayQueue::new(depth.clamp(1, RING_SLOTS)),
+            spill: SegQueue::new(),
+        }
+    }
+
+    #[inline]
+    fn push(&self, batch: Batch) {
+        let refused = if self.spill.is_empty() {
+            self.ring.push(batch).err()
+        } else {
+            Some(batch)
+        };
+        if let Some(b) = refused {
+            self.spill.push(b);
+        }
+    }
+
+    #[inline]
+    fn pop(&self) -> Option<Batch> {
+        self.ring.pop().or_else(|| self.spill.pop())
+    }
+}
+
 /// A bounded receive queue shared by one or more sockets.
 #[derive(Debug)]
 pub struct SocketQueue {
-    /// The batches handed over, oldest first: a ring of `depth` slots (every batch holds a
-    /// datagram at least), 64 KiB at the default depth, made at the first hand-off (by the
-    /// worker, once) rather than at bind: a socket that never receives does not carry it
-    /// (100,000 idle sockets took 6.4 GB). A ring that grows as batches come (a `SegQueue`)
-    /// was tried and not kept: it allocates a block in the worker every 31 hand-offs, which
-    /// `control/tests/worker_batches.rs` forbids once the worker is warm.
-    batches: OnceLock<Box<ArrayQueue<Batch>>>,
+    /// The batches handed over, oldest first (see [`Rings`]), made at the first hand-off
+    /// (by the worker, once) rather than at bind: a socket that never receives carries
+    /// nothing (a ring of `depth` slots made at bind took 64 KiB per socket, 6.4 GB for
+    /// 100,000 sockets).
+    batches: OnceLock<Box<Rings>>,
     /// Datagrams currently queued (updated once per batch).
     queued: AtomicUsize,
     depth: usize,
@@ -508,24 +557,14 @@ impl SocketQueue {
             return Err(batch);
         }
         batch.truncate(taken);
-        let ring = self
-            .batches
-            .get_or_init(|| Box::new(ArrayQueue::new(self.depth)));
-        match ring.push(batch) {
-            Ok(()) => {
-                let depth_now = now - excess;
-                if depth_now > self.high_water.load(Ordering::Relaxed) {
-                    self.high_water.store(depth_now, Ordering::Relaxed);
-                }
-                Ok(taken)
-            }
-            // Not reached while every batch holds a datagram (`queued` bounds the ring).
-            Err(b) => {
-                self.queued.fetch_sub(taken, Ordering::AcqRel);
-                self.overflow.fetch_add(taken as u64, Ordering::Relaxed);
-                Err(b)
-            }
+        self.batches
+            .get_or_init(|| Box::new(Rings::new(self.depth)))
+            .push(batch);
+        let depth_now = now - excess;
+        if depth_now > self.high_water.load(Ordering::Relaxed) {
+            self.high_water.store(depth_now, Ordering::Relaxed);
         }
+        Ok(taken)
     }
 
     /// Application side: the next batch, if any. Give it back with `recycle` when done.
@@ -662,6 +701,103 @@ mod tests {
             b.push(meta(1), b"d");
         }
         q.offer(b).unwrap();
+    }
+
+    /// A one-datagram batch carrying `producer` and `seq`.
+    fn numbered(producer: u32, seq: u32) -> Batch {
+        let mut b = Batch::with_capacity(1, 0);
+        b.push(meta(producer), &seq.to_be_bytes());
+        b
+    }
+
+    fn seq_of(b: &Batch) -> (u32, u32) {
+        let (m, p) = b.iter().next().expect("one datagram");
+        (m.ns.0, u32::from_be_bytes(p.try_into().unwrap()))
+    }
+
+    /// Batches beyond the ring go to the spill and come out after the ring's, in order; a
+    /// batch handed over while the spill holds some follows them even when the ring has
+    /// room again.
+    #[test]
+    fn batches_beyond_the_ring_spill_and_keep_their_order() {
+        let q = SocketQueue::new(1024, BatchPools::new(1, 8));
+        let mut next = 0u32;
+        let offer = |q: &SocketQueue, next: &mut u32, n: u32| {
+            for _ in 0..n {
+                assert_eq!(q.offer(numbered(0, *next)).unwrap(), 1);
+                *next += 1;
+            }
+        };
+        offer(&q, &mut next, RING_SLOTS as u32 + 100);
+        let rings = q.batches.get().unwrap();
+        assert_eq!(rings.ring.len(), RING_SLOTS);
+        assert_eq!(rings.spill.len(), 100);
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got.push(seq_of(&q.pop_batch().unwrap()).1);
+        }
+        // The ring has room, but the spill is not empty: these go behind it.
+        offer(&q, &mut next, 5);
+        assert_eq!(rings.spill.len(), 105);
+        while let Some(b) = q.pop_batch() {
+            got.push(seq_of(&b).1);
+        }
+        assert_eq!(got, (0..next).collect::<Vec<_>>());
+        assert!(q.is_empty());
+        // Drained, the ring is used again.
+        offer(&q, &mut next, 1);
+        assert_eq!((rings.ring.len(), rings.spill.len()), (1, 0));
+    }
+
+    /// Two producers and a consumer at once, the consumer waiting now and then until the
+    /// producers have run past the ring: every batch comes out once, and each producer's in
+    /// its order.
+    #[test]
+    fn concurrent_producers_keep_their_order_through_the_spill() {
+        const PER: u32 = 20_000;
+        let q = SocketQueue::new(1 << 20, BatchPools::new(1, 8));
+        let done = Arc::new(AtomicUsize::new(0));
+        let producers: Vec<_> = (0..2u32)
+            .map(|p| {
+                let (q, done) = (q.clone(), done.clone());
+                std::thread::spawn(move || {
+                    for i in 0..PER {
+                        assert_eq!(q.offer(numbered(p, i)).unwrap(), 1);
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        let mut last = [None::<u32>; 2];
+        let (mut taken, mut spilled) = (0u32, 0u32);
+        while taken < 2 * PER {
+            if taken % 5_000 == 0 {
+                // Let the producers run past the ring (or finish).
+                while q.len() < RING_SLOTS + 16 && done.load(Ordering::SeqCst) < 2 {
+                    std::hint::spin_loop();
+                }
+                spilled += u32::from(q.batches.get().is_some_and(|r| !r.spill.is_empty()));
+            }
+            let Some(b) = q.pop_batch() else {
+                std::hint::spin_loop();
+                continue;
+            };
+            let (p, i) = seq_of(&b);
+            let p = p as usize;
+            assert!(
+                last[p].is_none_or(|l| i == l + 1),
+                "producer {p}: {i} after {:?}",
+                last[p]
+            );
+            last[p] = Some(i);
+            taken += 1;
+        }
+        for t in producers {
+            t.join().unwrap();
+        }
+        assert_eq!(last, [Some(PER - 1), Some(PER - 1)]);
+        assert!(q.pop_batch().is_none());
+        assert!(spilled > 0, "the spill was never used");
     }
 
     /// A batch of `n` one-byte datagrams from worker 0, tagged by namespace `tag`.

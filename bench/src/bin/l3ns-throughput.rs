@@ -226,10 +226,13 @@ fn consumer(
         loop {
             let done = stop.load(Ordering::Acquire);
             let mut any = false;
+            // With a queue per namespace, the count first (one line), as l3nsd's services
+            // do: an empty queue's ring is not touched. Not with the one shared queue: there
+            // a consumer spinning on the count takes its line from the worker at every
+            // hand-off (100,000 namespaces ran ~10% slower in interleaved pairs).
+            let sweep = queues.len() > 1;
             for q in &queues {
-                // The count first (one line), as l3nsd's services do: an empty queue's ring
-                // is not touched.
-                if q.is_empty() {
+                if sweep && q.is_empty() {
                     continue;
                 }
                 while let Some(b) = q.pop_batch() {
