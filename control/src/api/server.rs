@@ -318,8 +318,9 @@ fn write_reply(mut stream: &UnixStream, reply: &Reply) -> io::Result<()> {
 }
 
 /// Starts the control thread on `cfg.control` and returns its handle; joining it after
-/// `stop` is asked for ([`Stop::stop`], which wakes it) gives the [`Runtime`] back. Fails (before any thread starts) if another
-/// daemon answers on the control path or the socket cannot be made.
+/// `stop` is asked for ([`Stop::stop`], which wakes it) gives the [`Runtime`] back. Fails
+/// (before any thread starts) if another daemon answers on the control path or the socket
+/// cannot be made.
 pub fn serve(
     cfg: ServeConfig,
     rt: Runtime,
@@ -391,23 +392,22 @@ impl Control {
         while !stop.is_stopped() {
             // Idle, the thread sleeps until a request or the stop comes; only while replaced
             // snapshots are still held does it look again every RECLAIM_POLL to free them.
-            let pending = self.rt.retired() > 0;
-            let first = if pending {
-                crossbeam::select! {
-                    recv(jobs) -> j => j,
-                    recv(stop.closed()) -> _ => break,
-                    default(RECLAIM_POLL) => {
-                        self.rt.reclaim();
-                        continue;
-                    }
-                }
+            let reclaim = if self.rt.retired() > 0 {
+                channel::after(RECLAIM_POLL)
             } else {
-                crossbeam::select! {
-                    recv(jobs) -> j => j,
-                    recv(stop.closed()) -> _ => break,
+                channel::never()
+            };
+            let first = crossbeam::select! {
+                recv(jobs) -> j => match j {
+                    Ok(j) => j,
+                    Err(_) => break,
+                },
+                recv(stop.closed()) -> _ => break,
+                recv(reclaim) -> _ => {
+                    self.rt.reclaim();
+                    continue;
                 }
             };
-            let Ok(first) = first else { break };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match jobs.try_recv() {
