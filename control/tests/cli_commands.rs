@@ -466,3 +466,28 @@ fn every_command_has_help_that_names_its_rule() {
         "{out:?}"
     );
 }
+
+/// A snapshot a change replaced is freed once the worker has let it go: the control thread,
+/// idle, looks for it again until it can free it (and otherwise sleeps).
+#[test]
+fn a_replaced_snapshot_is_freed_when_the_control_thread_is_idle() {
+    let d = Daemon::start("reclaim");
+    // Held as a worker holds the snapshot of its poll, across the change: the publisher
+    // keeps it among the replaced ones.
+    let held = d.snapshot();
+    let old = std::sync::Arc::downgrade(&held);
+    d.ctl(&["ns", "add", "web1"]).ok();
+    assert!(
+        !std::ptr::eq(old.as_ptr(), std::sync::Arc::as_ptr(&d.snapshot())),
+        "the change published a new snapshot"
+    );
+    drop(held);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while old.upgrade().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replaced snapshot was not freed"
+        );
+        std::thread::yield_now();
+    }
+}

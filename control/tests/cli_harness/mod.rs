@@ -298,6 +298,11 @@ impl Daemon {
         self.events.lock().unwrap().clone()
     }
 
+    /// The snapshot workers read now.
+    pub fn snapshot(&self) -> Arc<l3ns_dataplane::owner_table::OwnerTable> {
+        self.shared.table.load_full()
+    }
+
     /// Stops the control thread and the worker; returns the runtime.
     pub fn stop(mut self) -> Runtime {
         self.shutdown()
