@@ -392,8 +392,12 @@ fn default_workers() -> Spanned<Workers> {
 fn default_burst() -> Spanned<usize> {
     Spanned::new(0..0, 64)
 }
+/// Datagrams a socket queue holds unless `[dataplane] queue_depth` says otherwise (also what
+/// the benchmarks give a socket's own queue).
+pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
+
 fn default_queue_depth() -> Spanned<usize> {
-    Spanned::new(0..0, 1024)
+    Spanned::new(0..0, DEFAULT_QUEUE_DEPTH)
 }
 fn default_icmp_rate() -> u32 {
     100

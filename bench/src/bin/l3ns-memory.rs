@@ -9,6 +9,7 @@
 //! every namespace; and the peak while the set-up batch is published.
 
 use clap::Parser;
+use l3ns_control::config::DEFAULT_QUEUE_DEPTH;
 use l3ns_control::heap::{self, HeapMode};
 use l3ns_control::model::Model;
 use l3ns_control::runtime::Runtime;
@@ -138,7 +139,7 @@ fn measure(n: usize, a: usize, queue_per_ns: bool) -> Point {
             .unwrap();
         }
         let q = if queue_per_ns {
-            rt.new_shared_queue(1024)
+            rt.new_shared_queue(DEFAULT_QUEUE_DEPTH)
         } else {
             q.clone()
         };

@@ -11,6 +11,7 @@
 //! `--json` prints one JSON object; otherwise a table.
 
 use clap::Parser;
+use l3ns_control::config::DEFAULT_QUEUE_DEPTH;
 use l3ns_control::heap::{self, HeapMode};
 use l3ns_control::runtime::Runtime;
 use l3ns_dataplane::port::memory::{memory_pair, Generator, MemoryPort, Pace, TxMode};
@@ -125,10 +126,14 @@ fn setup(args: &Args) -> Setup {
     let dev = rt.add_device("mem0", MAC).unwrap();
     let root = NsId::ROOT;
     let mut owned = Vec::new();
-    // One queue shared by every benchmark socket: the consumer thread serves them all, and
-    // each burst is handed over once.
+    // One queue shared by every benchmark socket (unless --queue-per-ns): the consumer
+    // thread serves them all, and each burst is handed over once.
     let shared_q = rt.new_shared_queue(1 << 16);
-    let mut queues = vec![shared_q.clone()];
+    let mut queues = if args.queue_per_ns {
+        Vec::with_capacity(args.namespaces)
+    } else {
+        vec![shared_q.clone()]
+    };
     // Like the daemon loading a configuration: every change of the set-up in one batch,
     // published once (one publish per operation made the set-up quadratic in the number of
     // sockets on a port: each rebuilt the port's listener list).
@@ -154,7 +159,7 @@ fn setup(args: &Args) -> Setup {
             owned.push(a);
         }
         let q = if args.queue_per_ns {
-            let q = rt.new_shared_queue(1024);
+            let q = rt.new_shared_queue(DEFAULT_QUEUE_DEPTH);
             queues.push(q.clone());
             q
         } else {
@@ -217,6 +222,7 @@ fn port(frames: Vec<Vec<u8>>) -> MemoryPort {
 /// Drains every queue batch by batch until `stop`; returns datagrams taken.
 fn consumer(
     queues: Vec<Arc<SocketQueue>>,
+    sweep: bool,
     stop: Arc<AtomicBool>,
     core: usize,
 ) -> std::thread::JoinHandle<u64> {
@@ -230,7 +236,6 @@ fn consumer(
             // do: an empty queue's ring is not touched. Not with the one shared queue: there
             // a consumer spinning on the count takes its line from the worker at every
             // hand-off (100,000 namespaces ran ~10% slower in interleaved pairs).
-            let sweep = queues.len() > 1;
             for q in &queues {
                 if sweep && q.is_empty() {
                     continue;
@@ -288,7 +293,12 @@ fn run_worker(
     let ids: Vec<NsId> = (0..=args.namespaces as u32).map(NsId).collect();
     let (d0, x0) = ns_totals(&s.rt, ids.iter().copied());
     let stop = Arc::new(AtomicBool::new(false));
-    let cons = consumer(s.queues.clone(), stop.clone(), args.core + 1);
+    let cons = consumer(
+        s.queues.clone(),
+        args.queue_per_ns,
+        stop.clone(),
+        args.core + 1,
+    );
     let mut worker = Worker::new(
         WorkerConfig {
             burst: args.burst,
