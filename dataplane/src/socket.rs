@@ -10,9 +10,10 @@
 //! A queue's bound is counted in datagrams; a batch that does not fit is dropped whole and
 //! counted `queue_full` against each datagram's namespace. A worker never blocks.
 
+use crate::ring::Ring;
 use crate::types::{NsId, SocketId};
 use arc_swap::ArcSwapOption;
-use crossbeam::queue::{ArrayQueue, SegQueue};
+use crossbeam::queue::SegQueue;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -149,14 +150,14 @@ impl Batch {
 /// worker moves what was returned to it into its own [`FreeBatches`] once per poll.
 #[derive(Debug)]
 pub struct BatchPools {
-    pools: Vec<ArrayQueue<Batch>>,
+    pools: Vec<Ring<Batch>>,
 }
 
 impl BatchPools {
     pub fn new(workers: usize, per_worker: usize) -> Arc<Self> {
         Arc::new(BatchPools {
             pools: (0..workers.max(1))
-                .map(|_| ArrayQueue::new(per_worker.max(1)))
+                .map(|_| Ring::new(per_worker.max(1)))
                 .collect(),
         })
     }
@@ -411,7 +412,7 @@ impl Waiter {
 /// taken already (it saw the spill empty after pushing them).
 #[derive(Debug)]
 struct Rings {
-    ring: ArrayQueue<Batch>,
+    ring: Ring<Batch>,
     spill: SegQueue<Batch>,
 }
 
@@ -422,7 +423,7 @@ const RING_SLOTS: usize = 64;
 impl Rings {
     fn new(depth: usize) -> Self {
         Rings {
-            ring: ArrayQueue::new(depth.clamp(1, RING_SLOTS)),
+            ring: Ring::new(depth.clamp(1, RING_SLOTS)),
             spill: SegQueue::new(),
         }
     }

@@ -1,0 +1,275 @@
+//! A bounded multi-producer multi-consumer ring whose every slot is one cache line.
+//!
+//! The same algorithm as `crossbeam::queue::ArrayQueue` (D. Vyukov's bounded queue: each
+//! slot carries a stamp saying whose turn it is, producers and consumers claim positions
+//! with a CAS on their own counter), with one difference that matters for hand-offs between
+//! cores: `ArrayQueue`'s buffer is aligned to 8 bytes, so a 64-byte slot (a stamp and a
+//! [`crate::socket::Batch`]) straddles two cache lines three times in four, and each hand-off
+//! moved two lines from the producer's core to the consumer's and back. Here a slot is
+//! aligned to 64 bytes and the ring's two counters sit on lines of their own.
+//!
+//! The unsafe code is the slot's value cell: a producer writes it only after winning the CAS
+//! for its position while the stamp says the slot is empty, and publishes it with a release
+//! store of the stamp; a consumer reads it only after an acquire load of that stamp and a
+//! won CAS for the position, and hands the slot back with another release store. So each
+//! value is written once and read once, never both at the same time.
+
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+#[repr(C, align(64))]
+struct Slot<T> {
+    /// `pos` when empty and awaiting the producer of position `pos`, `pos + 1` when full
+    /// and awaiting its consumer (positions count up forever; the slot is `pos & mask`).
+    stamp: AtomicUsize,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+#[repr(align(64))]
+struct Line(AtomicUsize);
+
+/// See the module documentation.
+pub struct Ring<T> {
+    /// Next position to push.
+    tail: Line,
+    /// Next position to pop.
+    head: Line,
+    slots: Box<[Slot<T>]>,
+    mask: usize,
+}
+
+// SAFETY: values move between threads only through the stamp protocol above (each is owned
+// by exactly one side at a time), so the ring is as Send/Sync as crossbeam's for `T: Send`.
+unsafe impl<T: Send> Send for Ring<T> {}
+unsafe impl<T: Send> Sync for Ring<T> {}
+
+impl<T> Ring<T> {
+    /// A ring of at least `capacity` slots (rounded up to a power of two; at least 1).
+    pub fn new(capacity: usize) -> Self {
+        let cap = capacity.max(1).next_power_of_two();
+        let slots = (0..cap)
+            .map(|i| Slot {
+                stamp: AtomicUsize::new(i),
+                value: UnsafeCell::new(MaybeUninit::uninit()),
+            })
+            .collect();
+        Ring {
+            tail: Line(AtomicUsize::new(0)),
+            head: Line(AtomicUsize::new(0)),
+            slots,
+            mask: cap - 1,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// Appends `value`, or gives it back when the ring is full.
+    #[inline]
+    pub fn push(&self, value: T) -> Result<(), T> {
+        let mut pos = self.tail.0.load(Ordering::Relaxed);
+        loop {
+            let slot = &self.slots[pos & self.mask];
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            let lag = stamp.wrapping_sub(pos) as isize;
+            if lag == 0 {
+                match self.tail.0.compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: the CAS made this thread the only producer of `pos`, and the
+                        // stamp said the slot's consumer for `pos - capacity` is done with it.
+                        unsafe { (*slot.value.get()).write(value) };
+                        slot.stamp.store(pos.wrapping_add(1), Ordering::Release);
+                        return Ok(());
+                    }
+                    Err(now) => pos = now,
+                }
+            } else if lag < 0 {
+                // The slot still holds the value of the lap before: full.
+                return Err(value);
+            } else {
+                pos = self.tail.0.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes the oldest value, if any.
+    #[inline]
+    pub fn pop(&self) -> Option<T> {
+        let mut pos = self.head.0.load(Ordering::Relaxed);
+        loop {
+            let slot = &self.slots[pos & self.mask];
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            let lag = stamp.wrapping_sub(pos.wrapping_add(1)) as isize;
+            if lag == 0 {
+                match self.head.0.compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: the CAS made this thread the only consumer of `pos`, and the
+                        // acquire load of the stamp saw its producer's release store.
+                        let value = unsafe { (*slot.value.get()).assume_init_read() };
+                        slot.stamp
+                            .store(pos.wrapping_add(self.mask + 1), Ordering::Release);
+                        return Some(value);
+                    }
+                    Err(now) => pos = now,
+                }
+            } else if lag < 0 {
+                // Not yet written for this lap: empty.
+                return None;
+            } else {
+                pos = self.head.0.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Values in the ring (a snapshot; exact when no other thread is using it).
+    pub fn len(&self) -> usize {
+        loop {
+            let tail = self.tail.0.load(Ordering::SeqCst);
+            let head = self.head.0.load(Ordering::SeqCst);
+            if self.tail.0.load(Ordering::SeqCst) == tail {
+                return tail.wrapping_sub(head).min(self.capacity());
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Drop for Ring<T> {
+    fn drop(&mut self) {
+        while self.pop().is_some() {}
+    }
+}
+
+impl<T> std::fmt::Debug for Ring<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("capacity", &self.capacity())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_slot_is_one_cache_line_for_a_batch() {
+        assert_eq!(std::mem::size_of::<Slot<crate::socket::Batch>>(), 64);
+        assert_eq!(std::mem::align_of::<Slot<crate::socket::Batch>>(), 64);
+        let r: Ring<crate::socket::Batch> = Ring::new(4);
+        assert_eq!(r.slots.as_ptr() as usize % 64, 0);
+    }
+
+    #[test]
+    fn fills_to_capacity_refuses_then_drains_in_order_across_laps() {
+        let r = Ring::new(3);
+        assert_eq!(r.capacity(), 4);
+        for lap in 0..5u32 {
+            for i in 0..4 {
+                assert!(r.push(lap * 10 + i).is_ok());
+            }
+            assert_eq!(r.push(99), Err(99));
+            assert_eq!(r.len(), 4);
+            for i in 0..4 {
+                assert_eq!(r.pop(), Some(lap * 10 + i));
+            }
+            assert_eq!(r.pop(), None);
+            assert!(r.is_empty());
+        }
+    }
+
+    #[test]
+    fn values_left_in_the_ring_are_dropped_with_it() {
+        let v = Arc::new(());
+        {
+            let r = Ring::new(8);
+            for _ in 0..5 {
+                r.push(v.clone()).unwrap();
+            }
+            drop(r.pop());
+            assert_eq!(Arc::strong_count(&v), 5);
+        }
+        assert_eq!(Arc::strong_count(&v), 1);
+    }
+
+    /// Two producers and two consumers: every value comes out exactly once, and each
+    /// producer's values come out in order to each consumer.
+    #[test]
+    fn concurrent_producers_and_consumers_lose_and_repeat_nothing() {
+        const PER: u64 = 200_000;
+        let r = Arc::new(Ring::new(16));
+        let taken = Arc::new(AtomicUsize::new(0));
+        let producers: Vec<_> = (0..2u64)
+            .map(|p| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for i in 0..PER {
+                        let mut v = (p << 32) | i;
+                        while let Err(back) = r.push(v) {
+                            v = back;
+                            std::hint::spin_loop();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let (r, taken) = (r.clone(), taken.clone());
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    let mut last = [None::<u64>; 2];
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                    while taken.load(Ordering::Relaxed) < 2 * PER as usize
+                        && std::time::Instant::now() < deadline
+                    {
+                        match r.pop() {
+                            Some(v) => {
+                                let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+                                assert!(last[p].is_none_or(|l| l < i), "out of order");
+                                last[p] = Some(i);
+                                got.push(v);
+                                taken.fetch_add(1, Ordering::Relaxed);
+                            }
+                            None => std::hint::spin_loop(),
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        let mut all: Vec<u64> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        while let Some(v) = r.pop() {
+            all.push(v);
+        }
+        all.sort_unstable();
+        let want: Vec<u64> = (0..2u64)
+            .flat_map(|p| (0..PER).map(move |i| (p << 32) | i))
+            .collect();
+        assert_eq!(all.len(), want.len());
+        assert!(all == want, "a value was lost or repeated");
+    }
+}
