@@ -6,7 +6,8 @@
 //! cores: `ArrayQueue`'s buffer is aligned to 8 bytes, so a 64-byte slot (a stamp and a
 //! [`crate::socket::Batch`]) straddles two cache lines three times in four, and each hand-off
 //! moved two lines from the producer's core to the consumer's and back. Here a slot is
-//! aligned to 64 bytes and the ring's two counters sit on lines of their own.
+//! aligned to 64 bytes, and each end's counter sits on a line of its own with the slots'
+//! address and mask, so that a push or a pop touches two lines: its end's and the slot's.
 //!
 //! The unsafe code is the slot's value cell: a producer writes it only after winning the CAS
 //! for its position while the stamp says the slot is empty, and publishes it with a release
@@ -26,17 +27,33 @@ struct Slot<T> {
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
-#[repr(align(64))]
-struct Line(AtomicUsize);
+/// One end of the ring, on a line of its own: its position counter and a copy of what
+/// finding a slot needs, so that a push touches this line and the slot's, and a pop the
+/// other end's line and the slot's.
+#[repr(C, align(64))]
+struct End<T> {
+    pos: AtomicUsize,
+    slots: *const Slot<T>,
+    mask: usize,
+}
+
+impl<T> End<T> {
+    #[inline]
+    fn slot(&self, pos: usize) -> &Slot<T> {
+        // SAFETY: `slots` points at the ring's `mask + 1` slots, which live as long as the
+        // ring (`Ring::buf`), and `pos & mask` is within them.
+        unsafe { &*self.slots.add(pos & self.mask) }
+    }
+}
 
 /// See the module documentation.
 pub struct Ring<T> {
     /// Next position to push.
-    tail: Line,
+    tail: End<T>,
     /// Next position to pop.
-    head: Line,
-    slots: Box<[Slot<T>]>,
-    mask: usize,
+    head: End<T>,
+    /// The slots `tail` and `head` point at (read only to drop them).
+    buf: Box<[Slot<T>]>,
 }
 
 // SAFETY: values move between threads only through the stamp protocol above (each is owned
@@ -48,34 +65,38 @@ impl<T> Ring<T> {
     /// A ring of at least `capacity` slots (rounded up to a power of two; at least 1).
     pub fn new(capacity: usize) -> Self {
         let cap = capacity.max(1).next_power_of_two();
-        let slots = (0..cap)
+        let buf: Box<[Slot<T>]> = (0..cap)
             .map(|i| Slot {
                 stamp: AtomicUsize::new(i),
                 value: UnsafeCell::new(MaybeUninit::uninit()),
             })
             .collect();
-        Ring {
-            tail: Line(AtomicUsize::new(0)),
-            head: Line(AtomicUsize::new(0)),
+        let end = |slots| End {
+            pos: AtomicUsize::new(0),
             slots,
             mask: cap - 1,
+        };
+        Ring {
+            tail: end(buf.as_ptr()),
+            head: end(buf.as_ptr()),
+            buf,
         }
     }
 
     pub fn capacity(&self) -> usize {
-        self.mask + 1
+        self.buf.len()
     }
 
     /// Appends `value`, or gives it back when the ring is full.
     #[inline]
     pub fn push(&self, value: T) -> Result<(), T> {
-        let mut pos = self.tail.0.load(Ordering::Relaxed);
+        let mut pos = self.tail.pos.load(Ordering::Relaxed);
         loop {
-            let slot = &self.slots[pos & self.mask];
+            let slot = self.tail.slot(pos);
             let stamp = slot.stamp.load(Ordering::Acquire);
             let lag = stamp.wrapping_sub(pos) as isize;
             if lag == 0 {
-                match self.tail.0.compare_exchange_weak(
+                match self.tail.pos.compare_exchange_weak(
                     pos,
                     pos.wrapping_add(1),
                     Ordering::Relaxed,
@@ -94,7 +115,7 @@ impl<T> Ring<T> {
                 // The slot still holds the value of the lap before: full.
                 return Err(value);
             } else {
-                pos = self.tail.0.load(Ordering::Relaxed);
+                pos = self.tail.pos.load(Ordering::Relaxed);
             }
         }
     }
@@ -102,13 +123,13 @@ impl<T> Ring<T> {
     /// Takes the oldest value, if any.
     #[inline]
     pub fn pop(&self) -> Option<T> {
-        let mut pos = self.head.0.load(Ordering::Relaxed);
+        let mut pos = self.head.pos.load(Ordering::Relaxed);
         loop {
-            let slot = &self.slots[pos & self.mask];
+            let slot = self.head.slot(pos);
             let stamp = slot.stamp.load(Ordering::Acquire);
             let lag = stamp.wrapping_sub(pos.wrapping_add(1)) as isize;
             if lag == 0 {
-                match self.head.0.compare_exchange_weak(
+                match self.head.pos.compare_exchange_weak(
                     pos,
                     pos.wrapping_add(1),
                     Ordering::Relaxed,
@@ -119,7 +140,7 @@ impl<T> Ring<T> {
                         // acquire load of the stamp saw its producer's release store.
                         let value = unsafe { (*slot.value.get()).assume_init_read() };
                         slot.stamp
-                            .store(pos.wrapping_add(self.mask + 1), Ordering::Release);
+                            .store(pos.wrapping_add(self.head.mask + 1), Ordering::Release);
                         return Some(value);
                     }
                     Err(now) => pos = now,
@@ -128,7 +149,7 @@ impl<T> Ring<T> {
                 // Not yet written for this lap: empty.
                 return None;
             } else {
-                pos = self.head.0.load(Ordering::Relaxed);
+                pos = self.head.pos.load(Ordering::Relaxed);
             }
         }
     }
@@ -136,9 +157,9 @@ impl<T> Ring<T> {
     /// Values in the ring (a snapshot; exact when no other thread is using it).
     pub fn len(&self) -> usize {
         loop {
-            let tail = self.tail.0.load(Ordering::SeqCst);
-            let head = self.head.0.load(Ordering::SeqCst);
-            if self.tail.0.load(Ordering::SeqCst) == tail {
+            let tail = self.tail.pos.load(Ordering::SeqCst);
+            let head = self.head.pos.load(Ordering::SeqCst);
+            if self.tail.pos.load(Ordering::SeqCst) == tail {
                 return tail.wrapping_sub(head).min(self.capacity());
             }
         }
@@ -174,7 +195,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<Slot<crate::socket::Batch>>(), 64);
         assert_eq!(std::mem::align_of::<Slot<crate::socket::Batch>>(), 64);
         let r: Ring<crate::socket::Batch> = Ring::new(4);
-        assert_eq!(r.slots.as_ptr() as usize % 64, 0);
+        assert_eq!(r.buf.as_ptr() as usize % 64, 0);
+        assert_eq!(std::mem::size_of::<End<crate::socket::Batch>>(), 64);
     }
 
     #[test]
