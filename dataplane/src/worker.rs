@@ -306,12 +306,14 @@ impl<P: Port> Worker<P> {
                 now = Instant::now();
             }
             if self.poll(now) == 0 {
-                // An idle poll reads the clock afresh next time (a sleep may follow).
-                polls = CLOCK_EVERY_POLLS;
                 if self.cfg.idle_sleep.is_zero() {
+                    // Busy polling: idle polls count like busy ones (a poll that finds nothing
+                    // is short, and at full load a third of polls may find the ring empty).
                     std::hint::spin_loop();
                 } else {
                     std::thread::sleep(self.cfg.idle_sleep);
+                    // The sleep took at least `idle_sleep`: read the clock afresh.
+                    polls = CLOCK_EVERY_POLLS;
                 }
             }
         }
