@@ -108,6 +108,7 @@ const NEIGH_ENTRIES: &str = "l3ns_neighbour_entries";
 const ICMP_UNREACH_SENT: &str = "l3ns_icmp_unreachable_sent_total";
 const ICMP_RATE_LIMITED: &str = "l3ns_icmp_unreachable_rate_limited_total";
 const WORKER_POLLS: &str = "l3ns_worker_polls_total";
+const WORKER_WAKEUPS: &str = "l3ns_worker_consumer_wakeups_total";
 const CONTROL_OPS: &str = "l3ns_control_operations_total";
 const SNAPSHOT_VERSION: &str = "l3ns_snapshot_version";
 const PUBLISH_SECONDS: &str = "l3ns_snapshot_publish_seconds";
@@ -145,6 +146,7 @@ const FAMILIES: &[Family] = &[
     family(ICMP_UNREACH_SENT, C, "ICMP port-unreachable messages sent on the port."),
     family(ICMP_RATE_LIMITED, C, "ICMP port-unreachable messages not sent because of the rate limit."),
     family(WORKER_POLLS, C, "Polls of a worker: busy (handled at least one packet) or idle."),
+    family(WORKER_WAKEUPS, C, "Parked consumer threads a worker woke after handing datagrams to their queues (each a cross-core wake-up, a system call on the worker's core)."),
     family(CONTROL_OPS, C, "Control operations applied, by operation and result (ok or error)."),
     family(SNAPSHOT_VERSION, G, "Version of the snapshot workers currently read."),
     family(PUBLISH_SECONDS, H, "Time to build and publish a snapshot after a successful control operation."),
@@ -348,6 +350,13 @@ impl MetricsSource {
                     (format!("worker=\"{i}\",kind=\"idle\""), w.idle_polls.get()),
                 ]
             }),
+        );
+        t.family(
+            WORKER_WAKEUPS,
+            st.workers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (format!("worker=\"{i}\""), w.consumer_wakeups.get())),
         );
         for name in [CONTROL_OPS, PUBLISH_SECONDS] {
             // Rendered by the control recorder; absent until its first series exists.

@@ -590,11 +590,15 @@ fn a_parked_consumer_is_woken_when_the_worker_goes_idle_or_four_busy_polls_later
         assert_eq!(n.worker.poll(Instant::now()), 32);
         assert!(w.is_sleeping(), "woken after {polls} busy polls");
     }
+    let stats = n.rt.stats.workers[0].clone();
+    let wakeups = || stats.consumer_wakeups.get();
+    assert_eq!(wakeups(), 0);
     assert_eq!(n.worker.poll(Instant::now()), 32);
     assert!(
         !w.is_sleeping(),
         "woken four busy polls after the first hand-off"
     );
+    assert_eq!(wakeups(), 1, "the wake-up is counted");
     assert_eq!(q.len(), 128);
     w.park(); // the unpark came first: returns at once
               // Sparse traffic: woken by the poll that finds nothing more to do.
@@ -611,6 +615,7 @@ fn a_parked_consumer_is_woken_when_the_worker_goes_idle_or_four_busy_polls_later
     );
     assert_eq!(n.worker.poll(Instant::now()), 0);
     assert!(!w.is_sleeping(), "woken once the worker went idle");
+    assert_eq!(wakeups(), 2);
     let t = Instant::now();
     w.park();
     assert!(t.elapsed() < Duration::from_secs(30));

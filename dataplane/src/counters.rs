@@ -296,6 +296,9 @@ pub struct WorkerCounters {
     pub ports: Vec<PortCounters>,
     pub busy_polls: Cell,
     pub idle_polls: Cell,
+    /// Consumer threads the worker unparked after handing datagrams to their queues (each a
+    /// cross-core wake-up, a system call on the worker's core).
+    pub consumer_wakeups: Cell,
 }
 
 impl WorkerCounters {
@@ -305,6 +308,7 @@ impl WorkerCounters {
             ports: (0..ports).map(|_| PortCounters::default()).collect(),
             busy_polls: Cell::default(),
             idle_polls: Cell::default(),
+            consumer_wakeups: Cell::default(),
         }
     }
 

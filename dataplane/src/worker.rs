@@ -394,11 +394,15 @@ impl<P: Port> Worker<P> {
     /// wakes every parked consumer. `now` is the poll's: an older one only makes an unneeded
     /// wake-up more likely, never a missed one.
     fn wake_consumers(&mut self, now: Instant) {
+        let mut woken = 0;
         for q in self.staging.to_wake.drain(..) {
             // SAFETY: see `OpenQueue`: a snapshot in `to_wake_held` keeps the queue alive.
             #[allow(unsafe_code)]
             let q = unsafe { &*q.0 };
-            q.wake_unless_due(now, self.cfg.idle_sleep);
+            woken += u64::from(q.wake_unless_due(now, self.cfg.idle_sleep));
+        }
+        if woken > 0 {
+            self.counters.consumer_wakeups.add(woken);
         }
         self.staging.to_wake_held.clear();
         self.staging.wake_polls = 0;

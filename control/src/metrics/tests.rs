@@ -109,6 +109,7 @@ impl Fixture {
         self.stats.workers[0].busy_polls.add(10);
         self.stats.workers[0].idle_polls.add(90);
         self.stats.workers[1].busy_polls.inc();
+        self.stats.workers[1].consumer_wakeups.add(5);
 
         // Socket 3 (depth 4): 3 queued, then of 2 one fits and one drops, then 1 more drops
         // (full), then the application takes the first 3: 1 left, high water 4, overflow 2.
@@ -276,6 +277,8 @@ fn metrics_render_exact_values_summed_over_writers() {
         (r#"l3ns_worker_polls_total{worker="0",kind="idle"}"#, 90.0),
         (r#"l3ns_worker_polls_total{worker="1",kind="busy"}"#, 1.0),
         (r#"l3ns_worker_polls_total{worker="1",kind="idle"}"#, 0.0),
+        (r#"l3ns_worker_consumer_wakeups_total{worker="0"}"#, 0.0),
+        (r#"l3ns_worker_consumer_wakeups_total{worker="1"}"#, 5.0),
         (
             r#"l3ns_control_operations_total{op="ns_add",result="ok"}"#,
             2.0,
