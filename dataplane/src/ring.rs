@@ -62,9 +62,11 @@ unsafe impl<T: Send> Send for Ring<T> {}
 unsafe impl<T: Send> Sync for Ring<T> {}
 
 impl<T> Ring<T> {
-    /// A ring of at least `capacity` slots (rounded up to a power of two; at least 1).
+    /// A ring of at least `capacity` slots (rounded up to a power of two; at least 2: with
+    /// one slot, the stamp of a value waiting for its consumer and that of a slot its consumer
+    /// has freed would be equal, and a second push would overwrite the first value).
     pub fn new(capacity: usize) -> Self {
-        let cap = capacity.max(1).next_power_of_two();
+        let cap = capacity.max(2).next_power_of_two();
         let buf: Box<[Slot<T>]> = (0..cap)
             .map(|i| Slot {
                 stamp: AtomicUsize::new(i),
@@ -214,6 +216,20 @@ mod tests {
             }
             assert_eq!(r.pop(), None);
             assert!(r.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_ring_asked_for_one_slot_still_tells_full_from_empty() {
+        let r = Ring::new(1);
+        assert_eq!(r.capacity(), 2);
+        for lap in 0..3u32 {
+            assert!(r.push(lap).is_ok() && r.push(lap + 10).is_ok());
+            assert_eq!(r.push(99), Err(99), "full, not overwritten");
+            assert_eq!(
+                (r.pop(), r.pop(), r.pop()),
+                (Some(lap), Some(lap + 10), None)
+            );
         }
     }
 
