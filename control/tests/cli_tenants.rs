@@ -112,6 +112,59 @@ fn namespaces_present_at_start_get_tenant_sockets() {
     assert!(!tenants.join("gone.sock").exists());
 }
 
+/// Threads of this process whose name is `name`.
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .count()
+}
+
+/// One thread accepts on every control socket: a thread per tenant socket took 10,000
+/// threads for 10,000 namespaces (and l3nsd could not start 50,000).
+#[test]
+fn a_thousand_tenant_sockets_are_served_by_one_accepting_thread() {
+    let dir = test_dir("tenant_thousand");
+    let mut m = Model::new();
+    for i in 0..1000 {
+        m.ns_add(NsId::ROOT, &format!("t{i}"), None, LoopbackMode::Isolated)
+            .unwrap();
+    }
+    let d = Daemon::start_in(dir, m);
+    for i in [0, 1, 499, 998, 999] {
+        let name = format!("t{i}");
+        let v = d
+            .ctl_on(
+                &tenant_socket_path(&d.control, &name),
+                &["--json", "status"],
+            )
+            .ok_json();
+        assert_eq!(v["identity"], name.as_str());
+    }
+    // Other tests of this binary may run daemons at the same time (one accepting thread
+    // each), never a thousand.
+    let accepting = threads_named("l3ns-accept");
+    assert!(
+        (1..100).contains(&accepting),
+        "{accepting} accepting threads for 1,000 tenant sockets"
+    );
+    // A namespace deleted takes its socket with it; the others keep answering.
+    d.ctl(&["ns", "del", "t500"]).ok();
+    let gone = tenant_socket_path(&d.control, "t500");
+    assert!(!gone.exists());
+    assert_eq!(d.ctl_on(&gone, &["status"]).code, 2);
+    let v = d
+        .ctl_on(
+            &tenant_socket_path(&d.control, "t501"),
+            &["--json", "status"],
+        )
+        .ok_json();
+    assert_eq!(v["identity"], "t501");
+}
+
 #[test]
 fn a_second_daemon_is_refused_and_a_stale_socket_is_replaced() {
     let d = Daemon::start("second_daemon");

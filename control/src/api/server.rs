@@ -1,11 +1,16 @@
 //! The control thread and its unix sockets.
 //!
 //! ```text
-//!  root socket (0600) ──accept──► connection thread ─┐   one JSON line in, one out;
-//!  tenant socket web1 (0660) ──► connection thread ──┼─► crossbeam channel ─► control thread:
-//!  tenant socket web2 (0660) ──► connection thread ──┘   apply in order (a batch at a time),
-//!                                                         publish once, persist, then answer
+//!  root socket (0600) ─────────┐  one accepting    ┌► connection thread ─┐  one JSON line in,
+//!  tenant socket web1 (0660) ──┼► thread (epoll) ──┼► connection thread ─┼► one out; crossbeam
+//!  tenant socket web2 (0660) ──┘                   └► ...                ┘  channel ─► control
+//!                                          thread: apply in order (a batch at a time),
+//!                                          publish once, persist, then answer
 //! ```
+//!
+//! * One thread accepts on every socket ([`Acceptor`]); each connection gets a thread while
+//!   it lasts. Each socket is a file descriptor: 100,000 namespaces need an open-file limit
+//!   (`ulimit -n`) above 100,000.
 //!
 //! * Only the control thread touches the [`Runtime`] (one writer). Connection threads only
 //!   parse, forward and write back, with read and write timeouts, so a slow or broken client
@@ -30,9 +35,12 @@ use crate::runtime::Runtime;
 use crate::stop::Stop;
 use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
 use l3ns_dataplane::types::NsId;
-use std::collections::BTreeMap;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -129,38 +137,201 @@ struct Conns {
     timeout: Duration,
 }
 
-/// An accepting thread on one socket path.
+/// A control socket: its path and its token in the [`Acceptor`].
 struct Listener {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    token: Token,
 }
 
 impl Listener {
-    fn spawn(path: &Path, mode: u32, origin: Origin, conns: Arc<Conns>) -> io::Result<Listener> {
+    /// Binds `path` with `mode` and has the acceptor take its connections.
+    fn open(path: &Path, mode: u32, origin: Origin, acceptor: &mut Acceptor) -> io::Result<Self> {
         let listener = bind_with_mode(path, mode)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("l3ns-accept".into())
-            .stack_size(128 * 1024)
-            .spawn(move || accept_loop(listener, origin, conns, flag))?;
+        let token = match acceptor.add(listener, origin) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = fs::remove_file(path);
+                return Err(e);
+            }
+        };
         Ok(Listener {
             path: path.to_path_buf(),
-            stop,
+            token,
+        })
+    }
+
+    /// Stops accepting on it (the acceptor closes it) and removes the socket file.
+    fn close(self, acceptor: &Acceptor) {
+        acceptor.remove(self.token);
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// The token of the acceptor's waker (listeners take tokens from 1 up).
+const WAKE: Token = Token(0);
+
+enum AcceptCmd {
+    Add(Token, UnixListener, Origin),
+    /// Close the listener, then answer.
+    Remove(Token, Sender<()>),
+    Stop,
+}
+
+/// One thread accepting on every control socket, the root one and one per namespace,
+/// through epoll (`mio`): a thread and a blocking `accept` per socket took 10,000 threads
+/// for 10,000 namespaces. Listeners are added and removed by the control thread through a
+/// channel and a waker; connections still get a thread each while they last
+/// ([`Conns::max`] of them at most).
+struct Acceptor {
+    cmds: Sender<AcceptCmd>,
+    waker: Arc<Waker>,
+    next: usize,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Acceptor {
+    fn start(conns: Arc<Conns>) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let (cmds, rx) = channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("l3ns-accept".into())
+            .stack_size(256 * 1024)
+            .spawn(move || accept_loop(poll, rx, &conns))?;
+        Ok(Acceptor {
+            cmds,
+            waker,
+            next: 1,
             thread: Some(thread),
         })
     }
 
-    /// Stops accepting and removes the socket file. Bounded: the accept is woken by a
-    /// connection of our own; if that fails the thread is left to end with the process.
-    fn close(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let woke = UnixStream::connect(&self.path).is_ok();
-        let _ = fs::remove_file(&self.path);
-        if let (true, Some(t)) = (woke, self.thread.take()) {
-            let _ = t.join();
+    fn send(&self, cmd: AcceptCmd) -> io::Result<()> {
+        self.cmds
+            .send(cmd)
+            .map_err(|_| io::Error::other("the control sockets' accepting thread has stopped"))?;
+        self.waker.wake()
+    }
+
+    fn add(&mut self, listener: UnixListener, origin: Origin) -> io::Result<Token> {
+        listener.set_nonblocking(true)?;
+        let token = Token(self.next);
+        self.next += 1;
+        self.send(AcceptCmd::Add(token, listener, origin))?;
+        Ok(token)
+    }
+
+    /// Returns once the listener is closed (or the acceptor is gone, or after a second).
+    fn remove(&self, token: Token) {
+        let (tx, rx) = channel::bounded(1);
+        if self.send(AcceptCmd::Remove(token, tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(1));
         }
+    }
+
+    /// Closes every listener and ends the thread.
+    fn stop(mut self) {
+        if self.send(AcceptCmd::Stop).is_ok() {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// How soon a listener whose `accept` failed (out of file descriptors, say) is tried again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+
+fn accept_loop(mut poll: Poll, cmds: Receiver<AcceptCmd>, conns: &Arc<Conns>) {
+    let mut events = Events::with_capacity(256);
+    let mut listeners: HashMap<Token, (UnixListener, Origin)> = HashMap::new();
+    let mut retry: Vec<Token> = Vec::new();
+    let mut ready: Vec<Token> = Vec::new();
+    loop {
+        let timeout = (!retry.is_empty()).then_some(ACCEPT_RETRY);
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            eprintln!("l3nsd: the control sockets' epoll failed ({e}); no more control connections are accepted");
+            return;
+        }
+        ready.clear();
+        ready.append(&mut retry);
+        ready.extend(events.iter().map(|e| e.token()));
+        for &token in &ready {
+            if token == WAKE {
+                for cmd in cmds.try_iter() {
+                    match cmd {
+                        AcceptCmd::Add(t, l, origin) => {
+                            let fd = l.as_raw_fd();
+                            match poll.registry().register(
+                                &mut SourceFd(&fd),
+                                t,
+                                Interest::READABLE,
+                            ) {
+                                Ok(()) => {
+                                    listeners.insert(t, (l, origin));
+                                }
+                                Err(e) => eprintln!("l3nsd: cannot watch a control socket ({e})"),
+                            }
+                        }
+                        AcceptCmd::Remove(t, done) => {
+                            if let Some((l, _)) = listeners.remove(&t) {
+                                let fd = l.as_raw_fd();
+                                let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                            }
+                            let _ = done.send(());
+                        }
+                        AcceptCmd::Stop => return,
+                    }
+                }
+                continue;
+            }
+            let Some((l, origin)) = listeners.get(&token) else {
+                continue;
+            };
+            // Edge-triggered: take every pending connection.
+            loop {
+                match l.accept() {
+                    Ok((stream, _)) => start_connection(stream, origin, conns),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        // EMFILE and friends: try again shortly instead of spinning.
+                        retry.push(token);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Serves one accepted connection on a thread of its own, or answers `ENOBUFS` when
+/// [`Conns::max`] are being served.
+fn start_connection(stream: UnixStream, origin: &Origin, conns: &Arc<Conns>) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(conns.timeout));
+    let _ = stream.set_write_timeout(Some(conns.timeout));
+    if conns.active.fetch_add(1, Ordering::SeqCst) >= conns.max {
+        conns.active.fetch_sub(1, Ordering::SeqCst);
+        let busy = ControlError::enobufs(
+            "l3nsd is serving too many control connections; retry in a moment",
+        );
+        let _ = write_reply(&stream, &Reply::Error(busy));
+        return;
+    }
+    let (origin, c) = (origin.clone(), conns.clone());
+    let spawned = std::thread::Builder::new()
+        .name("l3ns-conn".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            serve_connection(stream, origin, &c);
+            c.active.fetch_sub(1, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        conns.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -208,43 +379,6 @@ fn claim_control_path(path: &Path) -> io::Result<()> {
             )),
             Err(_) => fs::remove_file(path),
         },
-    }
-}
-
-fn accept_loop(listener: UnixListener, origin: Origin, conns: Arc<Conns>, stop: Arc<AtomicBool>) {
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let stream = match stream {
-            Ok(s) => s,
-            Err(_) => {
-                // EMFILE and friends: back off instead of spinning.
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        let _ = stream.set_read_timeout(Some(conns.timeout));
-        let _ = stream.set_write_timeout(Some(conns.timeout));
-        if conns.active.fetch_add(1, Ordering::SeqCst) >= conns.max {
-            conns.active.fetch_sub(1, Ordering::SeqCst);
-            let busy = ControlError::enobufs(
-                "l3nsd is serving too many control connections; retry in a moment",
-            );
-            let _ = write_reply(&stream, &Reply::Error(busy));
-            continue;
-        }
-        let (origin, c) = (origin.clone(), conns.clone());
-        let spawned = std::thread::Builder::new()
-            .name("l3ns-conn".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                serve_connection(stream, origin, &c);
-                c.active.fetch_sub(1, Ordering::SeqCst);
-            });
-        if spawned.is_err() {
-            conns.active.fetch_sub(1, Ordering::SeqCst);
-        }
     }
 }
 
@@ -340,12 +474,20 @@ pub fn serve(
         max: cfg.max_connections.max(1),
         timeout: cfg.io_timeout,
     });
-    let root = Listener::spawn(&cfg.control, 0o600, Origin::Root, conns.clone())?;
+    let mut acceptor = Acceptor::start(conns.clone())?;
+    let root = match Listener::open(&cfg.control, 0o600, Origin::Root, &mut acceptor) {
+        Ok(l) => l,
+        Err(e) => {
+            acceptor.stop();
+            return Err(e);
+        }
+    };
     let tenant_dir = cfg.tenant_dir();
     let prepared = fs::create_dir_all(&tenant_dir)
         .and_then(|()| fs::set_permissions(&tenant_dir, fs::Permissions::from_mode(0o711)));
     if let Err(e) = prepared {
-        root.close();
+        root.close(&acceptor);
+        acceptor.stop();
         return Err(e);
     }
     remove_stale_tenant_sockets(&tenant_dir);
@@ -354,6 +496,7 @@ pub fn serve(
         host,
         persist,
         conns,
+        acceptor,
         tenant_dir,
         tenant_mode: cfg.tenant_mode,
         tenants: BTreeMap::new(),
@@ -382,6 +525,7 @@ struct Control {
     host: Box<dyn ServiceHost>,
     persist: Option<Persist>,
     conns: Arc<Conns>,
+    acceptor: Acceptor,
     tenant_dir: PathBuf,
     tenant_mode: u32,
     tenants: BTreeMap<String, (NsId, Listener)>,
@@ -417,9 +561,11 @@ impl Control {
             }
             self.run_batch(batch);
         }
-        root.close();
+        // The acceptor closes every listener as it stops; then the files go.
+        self.acceptor.stop();
+        let _ = fs::remove_file(&root.path);
         for (_, (_, l)) in std::mem::take(&mut self.tenants) {
-            l.close();
+            let _ = fs::remove_file(&l.path);
         }
         // Requests still queued are not applied; their threads answer EIO.
         self.conns.closed.store(true, Ordering::SeqCst);
@@ -511,9 +657,12 @@ impl Control {
             .collect();
         for name in stale {
             if let Some((_, l)) = self.tenants.remove(&name) {
-                l.close();
+                l.close(&self.acceptor);
             }
         }
+        // One line per failure would be one per namespace when the open-file limit is
+        // reached: the first is printed, the rest counted.
+        let mut failed = 0usize;
         for (name, id) in want {
             if self.tenants.contains_key(&name) {
                 continue;
@@ -523,15 +672,32 @@ impl Control {
                 name: name.clone(),
                 id,
             };
-            match Listener::spawn(&path, self.tenant_mode, origin, self.conns.clone()) {
+            match Listener::open(&path, self.tenant_mode, origin, &mut self.acceptor) {
                 Ok(l) => {
                     self.tenants.insert(name, (id, l));
                 }
-                Err(e) => eprintln!(
-                    "l3nsd: cannot create the tenant socket {} of namespace {name}: {e}",
-                    path.display()
-                ),
+                Err(e) => {
+                    failed += 1;
+                    if failed > 1 {
+                        continue;
+                    }
+                    let hint = if e.raw_os_error() == Some(libc::EMFILE) {
+                        " (each namespace's tenant socket takes a file descriptor: raise the open-file limit, ulimit -n or LimitNOFILE=)"
+                    } else {
+                        ""
+                    };
+                    eprintln!(
+                        "l3nsd: cannot create the tenant socket {} of namespace {name}: {e}{hint}",
+                        path.display()
+                    )
+                }
             }
+        }
+        if failed > 1 {
+            eprintln!(
+                "l3nsd: {} more namespaces have no tenant socket (tried again at the next namespace change)",
+                failed - 1
+            );
         }
     }
 }
