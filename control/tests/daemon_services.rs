@@ -265,3 +265,72 @@ fn stopped_services_no_longer_answer() {
     let f = n.frames(1, Duration::from_secs(5));
     assert!(f.iter().all(|f| udp_of(f).is_none()), "{f:?}");
 }
+
+/// More datagrams at once than a round takes from one socket (256): the rest, whether still
+/// in the queue or in the batch the socket was reading, are answered in the next rounds,
+/// although no worker marks the socket ready again.
+#[test]
+fn echo_answers_more_than_a_round_takes_at_once() {
+    let mut n = net();
+    n.bind(7, "echo");
+    let frame = |i: u32| {
+        let mut f = vec![0u8; 128];
+        let addrs = FrameAddrs {
+            src_mac: PEER_MAC,
+            dst_mac: OUR_MAC,
+            src_ip: PEER,
+            dst_ip: WEB1,
+        };
+        let len = wire::build_udp(&mut f, &addrs, 40000, 7, DEFAULT_TTL, &i.to_be_bytes()).unwrap();
+        f.truncate(len);
+        f
+    };
+    // Batches of 20 and then 4 × 64 (the worker's burst), handed over in five polls in a
+    // row: a round that finds them all takes 20 + 3 × 64 + 44 and stops in the middle of the
+    // last batch with the queue empty.
+    for i in 0..20 {
+        n.wire.inject(frame(i)).unwrap();
+    }
+    n.worker.poll(Instant::now());
+    for i in 20..276 {
+        n.wire.inject(frame(i)).unwrap();
+    }
+    for _ in 0..4 {
+        n.worker.poll(Instant::now());
+    }
+    let f = n.frames(276, Duration::from_secs(20));
+    let mut got: Vec<u32> = f
+        .iter()
+        .filter_map(|f| udp_of(f))
+        .map(|(_, _, _, _, p)| u32::from_be_bytes(p[..4].try_into().unwrap()))
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..276).collect::<Vec<_>>());
+}
+
+/// Sockets come and go: a new socket takes the slot (and ready bit) of one stopped before,
+/// and the service thread still answers on every live one and on no stopped one.
+#[test]
+fn services_answer_on_sockets_that_reuse_the_slots_of_stopped_ones() {
+    let mut n = net();
+    let ids: Vec<SocketId> = (0..40).map(|i| n.bind(1000 + i, "echo")).collect();
+    for id in ids.iter().step_by(2) {
+        n.rt.close(n.web1, *id).unwrap();
+        n.services.stop(*id);
+    }
+    for i in 0..10 {
+        n.bind(2000 + i, "echo");
+    }
+    let live: Vec<u16> = (0..40)
+        .filter(|i| i % 2 == 1)
+        .map(|i| 1000 + i)
+        .chain(2000..2010)
+        .collect();
+    for &p in &live {
+        n.udp(WEB1, OUR_MAC, p, b"hi");
+    }
+    let f = n.frames(live.len(), Duration::from_secs(20));
+    let mut answered: Vec<u16> = f.iter().filter_map(|f| udp_of(f)).map(|u| u.1).collect();
+    answered.sort_unstable();
+    assert_eq!(answered, live);
+}

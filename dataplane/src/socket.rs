@@ -12,7 +12,7 @@
 
 use crate::ring::Ring;
 use crate::types::{NsId, SocketId};
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam::queue::SegQueue;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -262,9 +262,10 @@ impl FreeBatches {
 /// While no consumer thread of the process is parked (a consumer that keeps up under load), a
 /// wake costs one load of a process-wide count of parking threads.
 ///
-/// No lost wake-up: every access to `sleeping`, to that count, to the queues' counts and to
-/// the registration is `SeqCst`. A consumer parks only after declaring `sleeping` and then seeing every count at
-/// zero; a worker that queued datagrams after that look reads `sleeping` afterwards, sees it set
+/// No lost wake-up: every access to `sleeping`, to that count, to the queues' counts, to the
+/// ready bits and to the registration is `SeqCst`. A consumer parks only after declaring
+/// `sleeping` and then seeing every count at zero and no ready bit set (a worker sets a
+/// queue's bit before it looks at `sleeping`); a worker that queued datagrams after that look reads `sleeping` afterwards, sees it set
 /// and unparks (the thread's park token keeps an unpark that comes before the park itself), or
 /// sees it cleared by another worker that did, or by the consumer, awake again, which looks at
 /// the counts again before it parks.
@@ -278,7 +279,90 @@ pub struct Waiter {
     /// Set by a consumer that need not see datagrams soon (a `sink`): workers then leave it
     /// to its timer until a queue they hand to is half full ([`SocketQueue::wake_unless_due`]).
     lazy: AtomicBool,
+    /// The queues (of those given a bit, [`SocketQueue::set_ready_bit`]) handed datagrams
+    /// since the thread last took the set.
+    pub ready: ReadySet,
     thread: Thread,
+}
+
+/// Which of a consumer thread's queues were handed datagrams since it last looked: one bit
+/// per queue (the thread gives each queue its bit, [`SocketQueue::set_ready_bit`]), set by
+/// workers after their hand-offs, taken by the thread. A thread of many queues then visits
+/// the queues that have something instead of reading every queue's count (l3nsd's service
+/// thread with 50,000 sinks and 10,000 pps spent a third of a core on that). The set grows
+/// by chunks that never move, so a bit set in a chunk is never lost to a copy.
+#[derive(Debug)]
+pub struct ReadySet {
+    chunks: ArcSwap<Vec<Arc<ReadyChunk>>>,
+}
+
+/// 64 words of 64 bits (512 bytes).
+#[derive(Debug)]
+struct ReadyChunk([AtomicU64; READY_WORDS]);
+
+const READY_WORDS: usize = 64;
+const READY_BITS: usize = READY_WORDS * 64;
+
+impl Default for ReadySet {
+    fn default() -> Self {
+        ReadySet {
+            chunks: ArcSwap::from_pointee(Vec::new()),
+        }
+    }
+}
+
+impl ReadySet {
+    /// Consumer side: makes room for the bits below `n`.
+    pub fn ensure(&self, n: usize) {
+        let need = n.div_ceil(READY_BITS);
+        if self.chunks.load().len() >= need {
+            return;
+        }
+        self.chunks.rcu(|cur| {
+            let mut v = (**cur).clone();
+            while v.len() < need {
+                v.push(Arc::new(ReadyChunk(std::array::from_fn(|_| {
+                    AtomicU64::new(0)
+                }))));
+            }
+            v
+        });
+    }
+
+    /// Worker side: sets `bit` (ignored beyond the room made).
+    #[inline]
+    pub fn mark(&self, bit: usize) {
+        if let Some(c) = self.chunks.load().get(bit / READY_BITS) {
+            c.0[(bit / 64) % READY_WORDS].fetch_or(1 << (bit % 64), Ordering::SeqCst);
+        }
+    }
+
+    /// Consumer side: clears every set bit and hands each to `f`.
+    pub fn take(&self, mut f: impl FnMut(usize)) {
+        for (ci, c) in self.chunks.load().iter().enumerate() {
+            for (wi, w) in c.0.iter().enumerate() {
+                // A bit this load misses is found by the next `take`, or by `any` (SeqCst)
+                // before the thread parks.
+                if w.load(Ordering::Relaxed) == 0 {
+                    continue;
+                }
+                let mut bits = w.swap(0, Ordering::SeqCst);
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    f(ci * READY_BITS + wi * 64 + b);
+                }
+            }
+        }
+    }
+
+    /// Whether any bit is set.
+    pub fn any(&self) -> bool {
+        self.chunks
+            .load()
+            .iter()
+            .any(|c| c.0.iter().any(|w| w.load(Ordering::SeqCst) != 0))
+    }
 }
 
 /// Threads between [`Waiter::prepare`] and the end of their [`Waiter::park`]: while it is
@@ -304,6 +388,7 @@ impl Waiter {
                 deadline: AtomicU64::new(0),
                 counted: AtomicBool::new(false),
                 lazy: AtomicBool::new(false),
+                ready: ReadySet::default(),
                 thread: std::thread::current(),
             });
         }
@@ -320,7 +405,8 @@ impl Waiter {
     }
 
     /// Consumer side: declares the thread asleep for at most `timeout`, then returns false
-    /// (and declares nothing) when one of `queues` has datagrams queued; true: call
+    /// (and declares nothing) when one of `queues` has datagrams queued or a bit of `ready`
+    /// is set; true: call
     /// [`Waiter::park`]. The queues must have this waiter registered.
     pub fn prepare<'a>(
         &self,
@@ -335,6 +421,10 @@ impl Waiter {
             .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
         self.deadline.store(deadline, Ordering::Relaxed);
         self.sleeping.store(true, Ordering::SeqCst);
+        if self.ready.any() {
+            self.awake();
+            return false;
+        }
         for q in queues {
             if q.queued.load(Ordering::SeqCst) > 0 {
                 self.awake();
@@ -486,6 +576,8 @@ pub struct SocketQueue {
     /// The consumer thread to wake after a hand-off, once one has parked on this queue
     /// ([`Waiter`]).
     waiter: ArcSwapOption<Waiter>,
+    /// This queue's bit in its waiter's [`ReadySet`] (`usize::MAX`: none).
+    ready_bit: AtomicUsize,
 }
 
 impl SocketQueue {
@@ -503,6 +595,7 @@ impl SocketQueue {
             high_water: AtomicUsize::new(0),
             overflow: AtomicU64::new(0),
             waiter: ArcSwapOption::empty(),
+            ready_bit: AtomicUsize::new(usize::MAX),
         })
     }
 
@@ -512,6 +605,26 @@ impl SocketQueue {
         let current = self.waiter.load();
         if !current.as_ref().is_some_and(|w| Arc::ptr_eq(w, waiter)) {
             self.waiter.store(Some(waiter.clone()));
+        }
+    }
+
+    /// Consumer side: registers `waiter` (as [`SocketQueue::set_waiter`]) and gives this queue
+    /// bit `bit` of its [`ReadySet`], which workers then set after handing it datagrams.
+    pub fn set_ready_bit(&self, waiter: &Arc<Waiter>, bit: usize) {
+        waiter.ready.ensure(bit + 1);
+        self.set_waiter(waiter);
+        self.ready_bit.store(bit, Ordering::SeqCst);
+    }
+
+    /// Worker side, after a hand-off and before looking whether to wake the consumer: sets
+    /// this queue's bit in its consumer's ready set, if it has one.
+    #[inline]
+    fn mark_ready(&self) {
+        let bit = self.ready_bit.load(Ordering::Relaxed);
+        if bit != usize::MAX {
+            if let Some(w) = &*self.waiter.load() {
+                w.ready.mark(bit);
+            }
         }
     }
 
@@ -532,6 +645,7 @@ impl SocketQueue {
     /// Returns whether it unparked one.
     #[inline]
     pub fn wake(&self) -> bool {
+        self.mark_ready();
         PARKING.load(Ordering::SeqCst) > 0 && self.waiter.load().as_ref().is_some_and(|w| w.wake())
     }
 
@@ -545,6 +659,7 @@ impl SocketQueue {
     /// hold it (at 400 kpps a worker sleeping 1 ms hands a sink ~400 datagrams a round).
     #[inline]
     pub fn wake_unless_due(&self, now: Instant, within: Duration) -> bool {
+        self.mark_ready();
         PARKING.load(Ordering::SeqCst) > 0
             && self.waiter.load().as_ref().is_some_and(|w| {
                 if self.len() * 2 >= self.depth {
@@ -999,6 +1114,49 @@ mod tests {
         while let Some(b) = q.pop_batch() {
             q.recycle(b);
         }
+    }
+
+    #[test]
+    fn a_ready_set_hands_over_each_bit_once_across_chunks_and_growth() {
+        let r = ReadySet::default();
+        r.mark(5); // no room yet: ignored
+        assert!(!r.any());
+        r.ensure(100);
+        r.mark(5);
+        r.mark(99);
+        // Growing keeps what was set in the chunks before.
+        r.ensure(3 * READY_BITS);
+        r.mark(READY_BITS + 7);
+        r.mark(3 * READY_BITS - 1);
+        r.mark(5);
+        assert!(r.any());
+        let mut got = Vec::new();
+        r.take(|b| got.push(b));
+        assert_eq!(got, vec![5, 99, READY_BITS + 7, 3 * READY_BITS - 1]);
+        assert!(!r.any());
+        r.take(|_| panic!("taken twice"));
+    }
+
+    /// The ready bit and the park: a bit set before the consumer looks keeps it awake; one
+    /// set after it declared itself asleep comes with a wake-up.
+    #[test]
+    fn a_queue_with_a_ready_bit_marks_it_before_waking_its_consumer() {
+        let pools = BatchPools::new(1, 8);
+        let q = SocketQueue::new(64, pools);
+        let w = Waiter::current();
+        q.set_ready_bit(&w, 42);
+        hand_over(&q, 1);
+        q.wake();
+        assert!(!w.prepare(Duration::from_secs(30), []), "marked: no park");
+        let mut got = Vec::new();
+        w.ready.take(|b| got.push(b));
+        assert_eq!(got, vec![42]);
+        assert!(w.prepare(Duration::from_secs(30), []), "nothing marked");
+        hand_over(&q, 1);
+        assert!(q.wake(), "asleep: woken");
+        w.park(); // the unpark came first: returns at once
+        w.ready.take(|b| got.push(b));
+        assert_eq!(got, vec![42, 42]);
     }
 
     #[test]
