@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -67,6 +68,19 @@ class Hugepages:
             except OSError:
                 pass
             self.changed = False
+
+
+def stop(proc, timeout):
+    """Stops a child: SIGINT (l3nsd and testpmd end cleanly on it), then SIGKILL if it is
+    still there after `timeout` seconds; reaps it either way."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def loadavg():

@@ -458,11 +458,7 @@ def run_l3ns(mode, n, rate, seconds, idle_sleep_us, d, rep):
     o = subprocess.run(ctl + ["stats"], capture_output=True, timeout=10)
     stats = json.loads(o.stdout)["ok"]
     rep_json = g.report(seconds + 30)
-    srv.send_signal(signal.SIGINT)
-    try:
-        srv.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        srv.kill()
+    common.stop(srv, 5)
     cleanup()
     sent, dev_dropped = sent_of(rep_json)
     cpu = common.cpu_delta(c0, c1)

@@ -5,7 +5,7 @@ Generates a configuration of N namespaces, each owning one address on a `memory`
 one `sink` socket on 0.0.0.0:9 (and optionally the port's generator sending to the first 64
 of them at --rate pps), starts l3nsd on it, waits until `l3nsctl status` answers, then
 reports the process's threads, file descriptors, the tenant-socket errors it printed, and
-each thread's CPU over --seconds (from /proc/<pid>/task/*/stat). Needs no root; l3nsd is
+each thread's CPU over --seconds (on-CPU time, /proc/<pid>/task/*/schedstat). Needs no root; l3nsd is
 stopped (SIGINT, then SIGKILL) whatever happens. Each tenant socket is a file descriptor:
 with N above `ulimit -n` some namespaces get none (l3nsd says so).
 
@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,22 +47,6 @@ def ip(i):
     return f"{a >> 24}.{a >> 16 & 255}.{a >> 8 & 255}.{a & 255}"
 
 
-def thread_cpu(pid):
-    """CPU seconds (user + system) per thread name, summed over threads of that name."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = {}
-    for t in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{t}/comm") as f:
-                name = f.read().strip()
-            with open(f"/proc/{pid}/task/{t}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        cpu[name] = cpu.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
-    return cpu
-
-
 def run(n, rate, seconds, timeout):
     d = tempfile.mkdtemp(prefix="l3ns-many-")
     control = os.path.join(d, "ctl.sock")
@@ -85,24 +68,22 @@ def run(n, rate, seconds, timeout):
         up = time.monotonic() - t0
         threads = len(os.listdir(f"/proc/{p.pid}/task"))
         fds = len(os.listdir(f"/proc/{p.pid}/fd"))
-        a = thread_cpu(p.pid)
+        a = common.task_cpu(p.pid)
         time.sleep(seconds)
-        b = thread_cpu(p.pid)
+        b = common.task_cpu(p.pid)
         with open(f"/proc/{p.pid}/status") as f:
             rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
         log.seek(0)
         errors = [line.strip() for line in log if "tenant socket" in line]
-        cpu = {k: b[k] - a.get(k, 0.0) for k in b if b[k] - a.get(k, 0.0) > 0.005}
+        cpu = {}
+        for key, sec in common.cpu_delta(a, b)["threads_oncpu_s"].items():
+            name = key.rsplit("/", 1)[0]
+            cpu[name] = cpu.get(name, 0.0) + sec
+        cpu = {k: v for k, v in cpu.items() if v > 0.005}
         return {"namespaces": n, "rate": rate, "up_s": up, "threads": threads, "fds": fds,
                 "rss_kib": rss, "cpu_s": cpu, "seconds": seconds, "errors": errors[:2]}
     finally:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        common.stop(p, 20)
         log.close()
         shutil.rmtree(d, ignore_errors=True)
 

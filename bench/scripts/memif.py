@@ -236,12 +236,7 @@ listen = "off"
             raise
         stats, exited = j, True
     web1 = next(n for n in stats["namespaces"] if n["namespace"] == "web1")
-    srv.send_signal(signal.SIGINT)
-    try:
-        srv.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        srv.kill()
-        srv.wait()
+    common.stop(srv, 10)
     clog.close()
     rate, used = slope(samples, t_start + skip, t_end - 1.0)
     dl_rate, _ = slope(delivered, t_start + skip, t_end - 1.0)
@@ -310,12 +305,7 @@ def run_testpmd(d, rep, seconds, skip, mode):
     c.wait(timeout=seconds + ZC_LEAD + 20)
     t_end = time.monotonic()
     time.sleep(1.2)
-    srv.send_signal(signal.SIGINT)
-    try:
-        srv.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        srv.kill()
-        srv.wait()
+    common.stop(srv, 10)
     th.join(timeout=5)
     slog.close()
     clog.close()
