@@ -334,3 +334,30 @@ fn services_answer_on_sockets_that_reuse_the_slots_of_stopped_ones() {
     answered.sort_unstable();
     assert_eq!(answered, live);
 }
+
+/// A sink whose thread is already running finds datagrams a busy worker handed over without
+/// waking it (a worker defers wake-ups while it has work): the hand-off itself marks the
+/// socket ready for the thread's timer.
+#[test]
+fn a_sink_finds_datagrams_a_busy_worker_did_not_wake_it_for() {
+    let mut n = net();
+    n.bind(9, "sink");
+    let sunk = |n: &Net, want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ServiceStats::get(&n.services.stats().sunk) < want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        ServiceStats::get(&n.services.stats().sunk)
+    };
+    n.udp(WEB1, OUR_MAC, 9, b"first");
+    assert_eq!(
+        sunk(&n, 1),
+        1,
+        "the thread has taken its socket and the first datagram"
+    );
+    // Two busy polls: the worker defers the wake-up to its fourth busy or first idle poll,
+    // which never come here.
+    n.udp(WEB1, OUR_MAC, 9, b"x");
+    n.udp(WEB1, OUR_MAC, 9, b"y");
+    assert_eq!(sunk(&n, 3), 3);
+}

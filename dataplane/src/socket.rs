@@ -616,7 +616,7 @@ impl SocketQueue {
         self.ready_bit.store(bit, Ordering::SeqCst);
     }
 
-    /// Worker side, after a hand-off and before looking whether to wake the consumer: sets
+    /// Worker side, at each hand-off (so before it looks whether to wake the consumer): sets
     /// this queue's bit in its consumer's ready set, if it has one.
     #[inline]
     fn mark_ready(&self) {
@@ -645,7 +645,6 @@ impl SocketQueue {
     /// Returns whether it unparked one.
     #[inline]
     pub fn wake(&self) -> bool {
-        self.mark_ready();
         PARKING.load(Ordering::SeqCst) > 0 && self.waiter.load().as_ref().is_some_and(|w| w.wake())
     }
 
@@ -659,7 +658,6 @@ impl SocketQueue {
     /// hold it (at 400 kpps a worker sleeping 1 ms hands a sink ~400 datagrams a round).
     #[inline]
     pub fn wake_unless_due(&self, now: Instant, within: Duration) -> bool {
-        self.mark_ready();
         PARKING.load(Ordering::SeqCst) > 0
             && self.waiter.load().as_ref().is_some_and(|w| {
                 if self.len() * 2 >= self.depth {
@@ -694,6 +692,9 @@ impl SocketQueue {
         self.batches
             .get_or_init(|| Box::new(Rings::new(self.depth)))
             .push(batch, &self.spilled);
+        // With the batch, not with the wake-up: a worker defers those (`Worker::poll`), and
+        // a consumer that wakes on its own timer must find the queue marked.
+        self.mark_ready();
         let depth_now = now - excess;
         if depth_now > self.high_water.load(Ordering::Relaxed) {
             self.high_water.store(depth_now, Ordering::Relaxed);
@@ -1137,16 +1138,15 @@ mod tests {
         r.take(|_| panic!("taken twice"));
     }
 
-    /// The ready bit and the park: a bit set before the consumer looks keeps it awake; one
-    /// set after it declared itself asleep comes with a wake-up.
+    /// The ready bit and the park: a hand-off sets the bit, so one made before the consumer
+    /// looks keeps it awake and one after it declared itself asleep comes before the wake-up.
     #[test]
-    fn a_queue_with_a_ready_bit_marks_it_before_waking_its_consumer() {
+    fn a_queue_with_a_ready_bit_is_marked_by_each_hand_off() {
         let pools = BatchPools::new(1, 8);
         let q = SocketQueue::new(64, pools);
         let w = Waiter::current();
         q.set_ready_bit(&w, 42);
         hand_over(&q, 1);
-        q.wake();
         assert!(!w.prepare(Duration::from_secs(30), []), "marked: no park");
         let mut got = Vec::new();
         w.ready.take(|b| got.push(b));
