@@ -44,6 +44,35 @@ impl<T> End<T> {
         // ring (`Ring::buf`), and `pos & mask` is within them.
         unsafe { &*self.slots.add(pos & self.mask) }
     }
+
+    /// Claims this end's next position and its slot, once the slot's stamp is `pos + ahead`
+    /// (0 for the producer: freed for this lap; 1 for the consumer: written for it) and the
+    /// CAS on the counter is won. `None` while the slot is a lap behind: full for the
+    /// producer, empty for the consumer.
+    #[inline]
+    fn claim(&self, ahead: usize) -> Option<(usize, &Slot<T>)> {
+        let mut pos = self.pos.load(Ordering::Relaxed);
+        loop {
+            let slot = self.slot(pos);
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            let lag = stamp.wrapping_sub(pos.wrapping_add(ahead)) as isize;
+            if lag == 0 {
+                match self.pos.compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Some((pos, slot)),
+                    Err(now) => pos = now,
+                }
+            } else if lag < 0 {
+                return None;
+            } else {
+                pos = self.pos.load(Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// See the module documentation.
@@ -92,68 +121,26 @@ impl<T> Ring<T> {
     /// Appends `value`, or gives it back when the ring is full.
     #[inline]
     pub fn push(&self, value: T) -> Result<(), T> {
-        let mut pos = self.tail.pos.load(Ordering::Relaxed);
-        loop {
-            let slot = self.tail.slot(pos);
-            let stamp = slot.stamp.load(Ordering::Acquire);
-            let lag = stamp.wrapping_sub(pos) as isize;
-            if lag == 0 {
-                match self.tail.pos.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        // SAFETY: the CAS made this thread the only producer of `pos`, and the
-                        // stamp said the slot's consumer for `pos - capacity` is done with it.
-                        unsafe { (*slot.value.get()).write(value) };
-                        slot.stamp.store(pos.wrapping_add(1), Ordering::Release);
-                        return Ok(());
-                    }
-                    Err(now) => pos = now,
-                }
-            } else if lag < 0 {
-                // The slot still holds the value of the lap before: full.
-                return Err(value);
-            } else {
-                pos = self.tail.pos.load(Ordering::Relaxed);
-            }
-        }
+        let Some((pos, slot)) = self.tail.claim(0) else {
+            return Err(value);
+        };
+        // SAFETY: the claim made this thread the only producer of `pos`, and the stamp said
+        // the slot's consumer for `pos - capacity` is done with it.
+        unsafe { (*slot.value.get()).write(value) };
+        slot.stamp.store(pos.wrapping_add(1), Ordering::Release);
+        Ok(())
     }
 
     /// Takes the oldest value, if any.
     #[inline]
     pub fn pop(&self) -> Option<T> {
-        let mut pos = self.head.pos.load(Ordering::Relaxed);
-        loop {
-            let slot = self.head.slot(pos);
-            let stamp = slot.stamp.load(Ordering::Acquire);
-            let lag = stamp.wrapping_sub(pos.wrapping_add(1)) as isize;
-            if lag == 0 {
-                match self.head.pos.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        // SAFETY: the CAS made this thread the only consumer of `pos`, and the
-                        // acquire load of the stamp saw its producer's release store.
-                        let value = unsafe { (*slot.value.get()).assume_init_read() };
-                        slot.stamp
-                            .store(pos.wrapping_add(self.head.mask + 1), Ordering::Release);
-                        return Some(value);
-                    }
-                    Err(now) => pos = now,
-                }
-            } else if lag < 0 {
-                // Not yet written for this lap: empty.
-                return None;
-            } else {
-                pos = self.head.pos.load(Ordering::Relaxed);
-            }
-        }
+        let (pos, slot) = self.head.claim(1)?;
+        // SAFETY: the claim made this thread the only consumer of `pos`, and its acquire load
+        // of the stamp saw the producer's release store.
+        let value = unsafe { (*slot.value.get()).assume_init_read() };
+        slot.stamp
+            .store(pos.wrapping_add(self.head.mask + 1), Ordering::Release);
+        Some(value)
     }
 
     /// Values in the ring (a snapshot; exact when no other thread is using it).

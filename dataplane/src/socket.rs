@@ -265,10 +265,11 @@ impl FreeBatches {
 /// No lost wake-up: every access to `sleeping`, to that count, to the queues' counts, to the
 /// ready bits and to the registration is `SeqCst`. A consumer parks only after declaring
 /// `sleeping` and then seeing every count at zero and no ready bit set (a worker sets a
-/// queue's bit before it looks at `sleeping`); a worker that queued datagrams after that look reads `sleeping` afterwards, sees it set
-/// and unparks (the thread's park token keeps an unpark that comes before the park itself), or
-/// sees it cleared by another worker that did, or by the consumer, awake again, which looks at
-/// the counts again before it parks.
+/// queue's bit at the hand-off, before it looks at `sleeping`); a worker that queued
+/// datagrams after that look reads `sleeping` afterwards, sees it set and unparks (the
+/// thread's park token keeps an unpark that comes before the park itself), or sees it cleared
+/// by another worker that did, or by the consumer, awake again, which looks at the counts
+/// again before it parks.
 #[derive(Debug)]
 pub struct Waiter {
     sleeping: AtomicBool,
