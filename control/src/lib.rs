@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod heap;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod publish;

@@ -345,3 +345,73 @@ fn an_idle_daemon_s_other_threads_sleep_until_they_have_work() {
     );
     assert!(!ctl.exists(), "the control socket is removed at shutdown");
 }
+
+/// The soft and hard "Max open files" of a process, from `/proc/PID/limits`.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open-file limit in\n{limits}"));
+    let f: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+    (f[0].to_string(), f[1].to_string())
+}
+
+#[test]
+fn a_low_soft_open_file_limit_is_raised_so_every_tenant_socket_is_made() {
+    // 200 namespaces need 200 tenant sockets: more than a soft limit of 64 allows. l3nsd
+    // raises the soft limit to the hard one (4,096 here) and makes every one of them.
+    const N: usize = 200;
+    let dir = TempDir::new("nofile");
+    let ctl = dir.path("c.sock");
+    let cfg = dir.path("many.toml");
+    let mut rest = String::new();
+    for i in 0..N {
+        rest.push_str(&format!("\n[[namespace]]\nname = \"t{i}\"\n"));
+    }
+    std::fs::write(&cfg, base_config(&rest)).unwrap();
+    let d = Guard::spawn(Command::new("prlimit").args([
+        "--nofile=64:4096",
+        "--",
+        L3NSD,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--control",
+        ctl.to_str().unwrap(),
+        "--metrics",
+        "off",
+        "--interval",
+        "3600",
+    ]));
+    assert!(wait_for_path(&ctl, LIMIT), "no control socket");
+    // prlimit executes l3nsd in its own process.
+    assert_eq!(open_file_limits(d.pid()), ("4096".into(), "4096".into()));
+    for i in [0, N / 2, N - 1] {
+        let sock = l3ns_control::api::tenant_socket_path(&ctl, &format!("t{i}"));
+        assert!(wait_for_path(&sock, LIMIT), "no tenant socket {sock:?}");
+        let out = Command::new(env!("CARGO_BIN_EXE_l3nsctl"))
+            .args(["--control", sock.to_str().unwrap(), "--json", "status"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+        assert_eq!(v["ok"]["identity"], format!("t{i}").as_str(), "{v}");
+    }
+    let tenants = l3ns_control::api::tenant_socket_path(&ctl, "t0");
+    let made = std::fs::read_dir(tenants.parent().unwrap())
+        .unwrap()
+        .count();
+    assert_eq!(made, N, "tenant sockets made");
+    d.terminate();
+    let out = d.wait(LIMIT);
+    let stdout = succeeded(&out);
+    assert!(
+        stdout.contains("open files: soft limit raised from 64 to the hard limit, 4096"),
+        "{stdout}"
+    );
+    assert!(
+        !text(&out.stderr).contains("tenant socket"),
+        "{}",
+        text(&out.stderr)
+    );
+}

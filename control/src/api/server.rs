@@ -10,7 +10,7 @@
 //!
 //! * One thread accepts on every socket ([`Acceptor`]); each connection gets a thread while
 //!   it lasts. Each socket is a file descriptor: 100,000 namespaces need an open-file limit
-//!   (`ulimit -n`) above 100,000.
+//!   above 100,000 (l3nsd raises its soft limit to the hard one at start, `crate::limits`).
 //!
 //! * Only the control thread touches the [`Runtime`] (one writer). Connection threads only
 //!   parse, forward and write back, with read and write timeouts, so a slow or broken client
@@ -682,7 +682,7 @@ impl Control {
                         continue;
                     }
                     let hint = if e.raw_os_error() == Some(libc::EMFILE) {
-                        " (each namespace's tenant socket takes a file descriptor: raise the open-file limit, ulimit -n or LimitNOFILE=)"
+                        " (each namespace's tenant socket takes a file descriptor, and l3nsd already runs at its hard open-file limit: raise that, LimitNOFILE= or ulimit -Hn)"
                     } else {
                         ""
                     };

@@ -4,6 +4,7 @@ use clap::Parser;
 use l3ns_control::config::Listen;
 use l3ns_control::daemon::{self, Options};
 use l3ns_control::heap::{self, HeapMode};
+use l3ns_control::limits;
 use l3ns_control::stop::Stop;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -92,6 +93,8 @@ fn main() {
     let cli = Cli::parse();
     // Before anything else (threads, DPDK's EAL): may re-execute the program.
     let heap = heap::apply(cli.heap);
+    // Each namespace's tenant socket is a descriptor (see `limits`).
+    let nofile = limits::raise_nofile();
     let opts = Options {
         config: cli.config,
         state: cli.state,
@@ -144,6 +147,9 @@ fn main() {
     let mut out = std::io::stdout();
     if !cli.quiet {
         println!("l3nsd: {heap}");
+        println!("l3nsd: {nofile}");
+    } else if matches!(nofile, limits::Nofile::Refused { .. }) {
+        eprintln!("l3nsd: {nofile}");
     }
     if let Err(e) = daemon::run(&opts, &stop, &mut out) {
         eprintln!("l3nsd: error: {e}");
