@@ -132,6 +132,50 @@ fn r09_the_worker_memo_follows_new_sockets_and_specific_bindings() {
 }
 
 #[test]
+fn r09_a_poll_handing_to_many_queues_delivers_each_its_own_in_order() {
+    // Eight sockets of web1 and one of web2, each a queue of its own, and every burst spread
+    // over all of them: each poll hands over to nine queues at once (the worker then asks
+    // for their lines ahead of the hand-offs), first to queues without a ring yet, later
+    // to rings that have wrapped (twelve rounds of up to eight batches a queue, past the
+    // ring's 64 slots).
+    let mut n = net();
+    let ports: Vec<u16> = (100..108).collect();
+    let mut socks: Vec<_> = ports
+        .iter()
+        .map(|&p| n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, p).unwrap())
+        .collect();
+    let mut other = n.rt.udp_socket(n.web2, Ipv4Addr::UNSPECIFIED, 100).unwrap();
+    let mut sent = 0u64;
+    for round in 0..12u8 {
+        let mut frames = Vec::new();
+        for i in 0..30u8 {
+            for &p in &ports {
+                frames.push(udp_to(WEB1_IP, p, &[round, i, p as u8]));
+            }
+            frames.push(udp_to(WEB2_IP, 100, &[round, i]));
+        }
+        sent += frames.len() as u64;
+        n.inject(frames);
+        for (s, &p) in socks.iter_mut().zip(&ports) {
+            for i in 0..30u8 {
+                let d = s
+                    .try_recv()
+                    .unwrap_or_else(|| panic!("port {p} round {round} #{i}"));
+                assert_eq!(d.payload, [round, i, p as u8]);
+            }
+            assert!(s.try_recv().is_none());
+        }
+        for i in 0..30u8 {
+            assert_eq!(other.try_recv().unwrap().payload, [round, i]);
+        }
+        assert!(other.try_recv().is_none());
+    }
+    let (w1, w2) = (n.rt.stats.ns(n.web1), n.rt.stats.ns(n.web2));
+    assert_eq!(w1.delivered + w2.delivered, sent);
+    assert_eq!(w1.dropped_queue_full + w2.dropped_queue_full, 0);
+}
+
+#[test]
 fn r09_port_unreachable_is_rate_limited() {
     let mut n = net();
     let frames: Vec<_> = (0..300).map(|i| udp_to(WEB1_IP, 1000 + i, b"x")).collect();

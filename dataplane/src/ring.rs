@@ -114,6 +114,19 @@ impl<T> Ring<T> {
         }
     }
 
+    /// Asks for the producer end's line (for writing), ahead of a [`Ring::push`].
+    #[inline(always)]
+    pub fn prefetch_tail(&self) {
+        crate::prefetch::write(&self.tail);
+    }
+
+    /// Asks for the slot the next [`Ring::push`] fills (for writing); reads the producer
+    /// end, so best after [`Ring::prefetch_tail`] has had time to bring it.
+    #[inline(always)]
+    pub fn prefetch_tail_slot(&self) {
+        crate::prefetch::write(self.tail.slot(self.tail.pos.load(Ordering::Relaxed)));
+    }
+
     pub fn capacity(&self) -> usize {
         self.buf.len()
     }

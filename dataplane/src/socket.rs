@@ -109,14 +109,15 @@ impl Batch {
         self.bytes.clear();
     }
 
-    /// Asks for the first free line of each buffer (where the next datagram goes).
+    /// Asks for the first free line of each buffer (where the next datagram goes), for
+    /// writing: the consumer's core read them last.
     #[inline(always)]
     fn prefetch(&mut self) {
         if let Some(m) = self.metas.spare_capacity_mut().first() {
-            crate::prefetch::read(m);
+            crate::prefetch::write(m);
         }
         if let Some(b) = self.bytes.spare_capacity_mut().first() {
-            crate::prefetch::read(b);
+            crate::prefetch::write(b);
         }
     }
 
@@ -213,6 +214,13 @@ impl FreeBatches {
                 // batch waited for them).
                 if let Some(next) = self.stack.back_mut() {
                     next.prefetch();
+                }
+                // With a queue per socket nearly every datagram takes a batch of its own, a
+                // group's worth one after another: the one `TAKE_AHEAD` down is asked for
+                // too, so that their misses overlap.
+                let n = self.stack.len();
+                if n > TAKE_AHEAD {
+                    self.stack[n - 1 - TAKE_AHEAD].prefetch();
                 }
                 b
             }
@@ -507,6 +515,9 @@ struct Rings {
     spill: SegQueue<Batch>,
 }
 
+/// How far below the top of the free batches `FreeBatches::take` asks for lines.
+const TAKE_AHEAD: usize = 8;
+
 /// Slots of a queue's ring (64 bytes each): a consumer may fall this many batches behind
 /// before the worker allocates for it. Control/tests/worker_batches.rs stalls 32 batches.
 const RING_SLOTS: usize = 64;
@@ -547,6 +558,17 @@ impl Rings {
         spilled.fetch_sub(1, Ordering::AcqRel);
         Some(b)
     }
+}
+
+/// The steps of [`SocketQueue::prefetch_offer`], in order.
+#[derive(Clone, Copy, Debug)]
+pub enum OfferStep {
+    /// The queue's count (and the fields beside it).
+    Queue,
+    /// Its ring's producer end.
+    End,
+    /// The ring slot the next hand-off fills.
+    Slot,
 }
 
 /// A bounded receive queue shared by one or more sockets.
@@ -669,6 +691,32 @@ impl SocketQueue {
                 }
                 w.wake_unless_due(now, within)
             })
+    }
+
+    /// Worker side, ahead of an [`SocketQueue::offer`] to many queues: each step asks for
+    /// the lines the next one reads, so a worker handing over to a group's queues makes all
+    /// the queues' misses overlap instead of taking them one after another (the count, the
+    /// ring's end and its slot are each written by the consumer's core as well).
+    #[inline(always)]
+    pub fn prefetch_offer(&self, step: OfferStep) {
+        match step {
+            OfferStep::Queue => {
+                // The queue spans two lines (it is not aligned to them): both are read,
+                // and the count is written.
+                crate::prefetch::read_all(self);
+                crate::prefetch::write(&self.queued);
+            }
+            OfferStep::End => {
+                if let Some(r) = self.batches.get() {
+                    r.ring.prefetch_tail();
+                }
+            }
+            OfferStep::Slot => {
+                if let Some(r) = self.batches.get() {
+                    r.ring.prefetch_tail_slot();
+                }
+            }
+        }
     }
 
     /// Worker side: hands a batch over. The queue fills to its depth like a socket buffer:

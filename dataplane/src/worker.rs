@@ -10,7 +10,7 @@ use crate::counters::{NsDrop, NsWriter, PortCounters, PortDrop, WorkerCounters};
 use crate::owner_table::{Dest, NsSlot, OwnerTable};
 use crate::port::{Port, MAX_GROUP};
 use crate::prefetch;
-use crate::socket::{Batch, BatchPools, DgramMeta, FreeBatches, SocketQueue};
+use crate::socket::{Batch, BatchPools, DgramMeta, FreeBatches, OfferStep, SocketQueue};
 use crate::types::{DevId, NsId, Proto, SocketId};
 use crate::wire::{self, ArpOp, FrameAddrs, MacAddr, Parsed, BROADCAST_MAC, DEFAULT_TTL};
 use arc_swap::ArcSwap;
@@ -119,6 +119,11 @@ const WAKE_GAP: Duration = Duration::from_micros(50);
 /// packet costs more than the misses it could hide (measured at 1 namespace; at 64,000 and
 /// 100,000 addresses the hint pays).
 const CACHED_ADDRS: usize = 4096;
+
+/// From this many queues handed batches in one poll on, `flush_staging` asks for each
+/// queue's lines ahead of the hand-offs (`SocketQueue::prefetch_offer`): with one or a few
+/// queues they stay in the cache, and the passes would only cost.
+const PREFETCH_OFFERS: usize = 4;
 
 /// How often a worker reads its ports' ring drops (`Port::rx_ring_drops`: a system
 /// call on AF_PACKET, a device statistics read on DPDK).
@@ -482,6 +487,15 @@ impl<P: Port> Worker<P> {
         } = &mut self.staging;
         if open.is_empty() {
             return;
+        }
+        if open.len() >= PREFETCH_OFFERS {
+            for step in [OfferStep::Queue, OfferStep::End, OfferStep::Slot] {
+                for (queue, _) in open.iter() {
+                    // SAFETY: see `OpenQueue`, as below.
+                    #[allow(unsafe_code)]
+                    unsafe { &*queue.0 }.prefetch_offer(step);
+                }
+            }
         }
         for (queue, batch) in open.iter_mut() {
             // SAFETY: see `OpenQueue`: the snapshot this poll holds keeps the queue alive.
