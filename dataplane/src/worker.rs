@@ -190,6 +190,65 @@ struct Staging {
     last_wake: Option<Instant>,
     /// (namespace, broadcast) of the batch being handed over: counted once it is taken.
     scratch: Vec<(NsId, bool)>,
+    /// Where each queue's entry in `open` is, once a poll has opened more than a few.
+    index: OpenIndex,
+}
+
+/// Up to this many open batches `stage` finds its queue's by looking through them; beyond,
+/// through `OpenIndex` (with a queue per socket a group of 64 datagrams opens ~64 batches,
+/// and the scan over them was 5% of the worker).
+const OPEN_SCAN: usize = 8;
+
+/// Slots of `OpenIndex`: twice the most batches it indexes (`OPEN_INDEXED`).
+const OPEN_INDEX_SLOTS: usize = 1024;
+const OPEN_INDEXED: usize = OPEN_INDEX_SLOTS / 2;
+
+/// An open-addressing map from a queue's address to its entry in `Staging::open` (the
+/// entry's index + 1; 0 is empty), emptied at each flush by clearing the slots it used.
+struct OpenIndex {
+    slots: Box<[u16]>,
+    used: Vec<u16>,
+}
+
+impl OpenIndex {
+    fn new() -> Self {
+        OpenIndex {
+            slots: vec![0; OPEN_INDEX_SLOTS].into_boxed_slice(),
+            used: Vec::new(),
+        }
+    }
+
+    #[inline(always)]
+    fn home(q: *const SocketQueue) -> usize {
+        ((q as usize >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) & (OPEN_INDEX_SLOTS - 1)
+    }
+
+    /// The entry of `q` in `open`, or the slot where it goes.
+    #[inline(always)]
+    fn find(&self, open: &[(OpenQueue, Batch)], q: *const SocketQueue) -> Result<usize, usize> {
+        let mut i = Self::home(q);
+        loop {
+            match self.slots[i] {
+                0 => return Err(i),
+                e if std::ptr::eq(open[usize::from(e) - 1].0 .0, q) => {
+                    return Ok(usize::from(e) - 1)
+                }
+                _ => i = (i + 1) & (OPEN_INDEX_SLOTS - 1),
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn insert_at(&mut self, slot: usize, entry: usize) {
+        self.slots[slot] = (entry + 1) as u16;
+        self.used.push(slot as u16);
+    }
+
+    fn clear(&mut self) {
+        for s in self.used.drain(..) {
+            self.slots[usize::from(s)] = 0;
+        }
+    }
 }
 
 /// The queue an open batch is for, without a reference count of its own: every queue is
@@ -273,6 +332,7 @@ impl<P: Port> Worker<P> {
                 wake_polls: 0,
                 last_wake: None,
                 scratch: Vec::new(),
+                index: OpenIndex::new(),
             },
             replies,
             replies_used: 0,
@@ -483,11 +543,13 @@ impl<P: Port> Worker<P> {
             scratch,
             to_wake,
             to_wake_held,
+            index,
             ..
         } = &mut self.staging;
         if open.is_empty() {
             return;
         }
+        index.clear();
         if open.len() >= PREFETCH_OFFERS {
             for step in [OfferStep::Queue, OfferStep::End, OfferStep::Slot] {
                 for (queue, _) in open.iter() {
@@ -769,17 +831,36 @@ fn stage(
     meta: DgramMeta,
     payload: &[u8],
 ) {
-    if let Some((_, b)) = staging
-        .open
-        .iter_mut()
-        .find(|(q, _)| std::ptr::eq(q.0, queue.0))
-    {
-        b.push(meta, payload);
-        return;
+    let open = &mut staging.open;
+    let mut slot = None;
+    if open.len() <= OPEN_SCAN || open.len() > OPEN_INDEXED {
+        if let Some((_, b)) = open.iter_mut().find(|(q, _)| std::ptr::eq(q.0, queue.0)) {
+            b.push(meta, payload);
+            return;
+        }
+    } else {
+        match staging.index.find(open, queue.0) {
+            Ok(i) => {
+                open[i].1.push(meta, payload);
+                return;
+            }
+            Err(at) => slot = Some(at),
+        }
     }
     let mut b = staging.free.take(worker, burst);
     b.push(meta, payload);
-    staging.open.push((queue, b));
+    open.push((queue, b));
+    let n = open.len();
+    if let Some(at) = slot {
+        staging.index.insert_at(at, n - 1);
+    } else if n == OPEN_SCAN + 1 {
+        // From here on through the index: the entries so far go in first.
+        for (i, (q, _)) in open.iter().enumerate() {
+            if let Err(at) = staging.index.find(open, q.0) {
+                staging.index.insert_at(at, i);
+            }
+        }
+    }
 }
 
 /// The owner of a frame's destination, found while prefetching (see `RxCtx::group`).
@@ -1273,5 +1354,63 @@ mod tests {
             (drops(PortDrop::RxRingFull), drops(PortDrop::TxRingFull)),
             (9, 3)
         );
+    }
+}
+
+#[cfg(test)]
+mod open_index_tests {
+    use super::*;
+
+    fn staging() -> Staging {
+        Staging {
+            open: Vec::new(),
+            free: FreeBatches::new(FREE_BATCH_BYTES),
+            to_wake: Vec::new(),
+            to_wake_held: Vec::new(),
+            wake_polls: 0,
+            last_wake: None,
+            scratch: Vec::new(),
+            index: OpenIndex::new(),
+        }
+    }
+
+    #[test]
+    fn each_queue_gets_one_batch_with_its_own_datagrams_whatever_their_number() {
+        let pools = BatchPools::new(1, 16);
+        // Below the scan limit, through the index, and past what the index holds.
+        for queues in [
+            1,
+            OPEN_SCAN,
+            OPEN_SCAN + 1,
+            100,
+            OPEN_INDEXED,
+            OPEN_INDEXED + 90,
+        ] {
+            let qs: Vec<_> = (0..queues)
+                .map(|_| SocketQueue::new(64, pools.clone()))
+                .collect();
+            let mut st = staging();
+            for round in 0..3u8 {
+                for (i, q) in qs.iter().enumerate() {
+                    let meta = DgramMeta {
+                        src_port: i as u16,
+                        ..Default::default()
+                    };
+                    stage(&mut st, 0, 64, q.into(), meta, &[round]);
+                }
+            }
+            assert_eq!(st.open.len(), queues, "{queues} queues");
+            for ((q, b), (i, want)) in st.open.iter().zip(qs.iter().enumerate()) {
+                assert!(std::ptr::eq(q.0, Arc::as_ptr(want)));
+                assert_eq!(b.len(), 3);
+                for (round, m) in b.metas().iter().enumerate() {
+                    assert_eq!(m.src_port, i as u16);
+                    assert_eq!(b.payload(m), [round as u8]);
+                }
+            }
+            // Emptied as `flush_staging` empties it: the next poll starts from nothing.
+            st.index.clear();
+            assert!(st.index.slots.iter().all(|&s| s == 0));
+        }
     }
 }
