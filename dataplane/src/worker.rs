@@ -194,6 +194,21 @@ struct Staging {
     index: OpenIndex,
 }
 
+impl Staging {
+    fn new() -> Self {
+        Staging {
+            open: Vec::new(),
+            free: FreeBatches::new(FREE_BATCH_BYTES),
+            to_wake: Vec::new(),
+            to_wake_held: Vec::new(),
+            wake_polls: 0,
+            last_wake: None,
+            scratch: Vec::new(),
+            index: OpenIndex::new(),
+        }
+    }
+}
+
 /// Up to this many open batches `stage` finds its queue's by looking through them; beyond,
 /// through `OpenIndex` (with a queue per socket a group of 64 datagrams opens ~64 batches,
 /// and the scan over them was 5% of the worker).
@@ -324,16 +339,7 @@ impl<P: Port> Worker<P> {
             shared,
             counters,
             ns,
-            staging: Staging {
-                open: Vec::new(),
-                free: FreeBatches::new(FREE_BATCH_BYTES),
-                to_wake: Vec::new(),
-                to_wake_held: Vec::new(),
-                wake_polls: 0,
-                last_wake: None,
-                scratch: Vec::new(),
-                index: OpenIndex::new(),
-            },
+            staging: Staging::new(),
             replies,
             replies_used: 0,
             waiting: Vec::new(),
@@ -1361,19 +1367,6 @@ mod tests {
 mod open_index_tests {
     use super::*;
 
-    fn staging() -> Staging {
-        Staging {
-            open: Vec::new(),
-            free: FreeBatches::new(FREE_BATCH_BYTES),
-            to_wake: Vec::new(),
-            to_wake_held: Vec::new(),
-            wake_polls: 0,
-            last_wake: None,
-            scratch: Vec::new(),
-            index: OpenIndex::new(),
-        }
-    }
-
     #[test]
     fn each_queue_gets_one_batch_with_its_own_datagrams_whatever_their_number() {
         let pools = BatchPools::new(1, 16);
@@ -1389,7 +1382,7 @@ mod open_index_tests {
             let qs: Vec<_> = (0..queues)
                 .map(|_| SocketQueue::new(64, pools.clone()))
                 .collect();
-            let mut st = staging();
+            let mut st = Staging::new();
             for round in 0..3u8 {
                 for (i, q) in qs.iter().enumerate() {
                     let meta = DgramMeta {
