@@ -320,17 +320,25 @@ fn stats_counts_per_namespace_and_ports_for_l2() {
     assert_eq!(v["namespaces"][1]["rx_packets"], 3);
     assert_eq!(v["ports"][0]["port"], "eth0");
     assert!(v["ports"][0]["rx_packets"].as_u64().unwrap() >= 4);
+    // The worker polled, and handled the injected frames in some of its polls.
+    assert_eq!(v["workers"][0]["worker"], 0);
+    assert!(v["workers"][0]["busy_polls"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["workers"][0]["consumer_wakeups"].is_u64(), "{v}");
 
-    // An L3 identity sees only itself, and no ports.
+    // An L3 identity sees only itself, and no ports or workers.
     let v = d.ctl_as("web1", &["--json", "stats"]).ok_json();
     assert_eq!(names(&v["namespaces"], "namespace"), ["web1"]);
     assert!(v.get("ports").is_none(), "{v}");
+    assert!(v.get("workers").is_none(), "{v}");
     let v = d.ctl(&["--json", "stats", "--ns", "web2"]).ok_json();
     assert_eq!(names(&v["namespaces"], "namespace"), ["web2"]);
 
     let t = d.ctl(&["stats"]).ok().to_string();
     assert!(
-        t.starts_with("NAMESPACE") && t.contains("NO_SOCKET") && t.contains("PORT"),
+        t.starts_with("NAMESPACE")
+            && t.contains("NO_SOCKET")
+            && t.contains("PORT")
+            && t.contains("WAKEUPS"),
         "{t}"
     );
     let t = d.ctl_as("web1", &["stats"]).ok().to_string();

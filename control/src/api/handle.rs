@@ -9,7 +9,7 @@
 
 use super::protocol::{
     AddrView, DevView, NsStats, PortStats, Request, RouteView, SockView, StatsView, StatusView,
-    VersionView,
+    VersionView, WorkerStats,
 };
 use super::ServiceHost;
 use crate::error::{ControlError, Result};
@@ -257,7 +257,7 @@ pub fn execute(
 }
 
 /// R16 counters of the namespaces `caller` sees (one of them with `only`), and for an L2
-/// caller the ports.
+/// caller the ports and the workers.
 fn stats(rt: &Runtime, caller: NsId, only: Option<&str>) -> Result<StatsView> {
     let m = rt.model();
     let visible = m.ns_list(caller)?;
@@ -295,7 +295,24 @@ fn stats(rt: &Runtime, caller: NsId, only: Option<&str>) -> Result<StatsView> {
             })
             .collect()
     });
-    Ok(StatsView { namespaces, ports })
+    let workers = is_l2.then(|| {
+        rt.stats
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| WorkerStats {
+                worker: i,
+                busy_polls: w.busy_polls.get(),
+                idle_polls: w.idle_polls.get(),
+                consumer_wakeups: w.consumer_wakeups.get(),
+            })
+            .collect()
+    });
+    Ok(StatsView {
+        namespaces,
+        ports,
+        workers,
+    })
 }
 
 fn json<T: Serialize>(v: T) -> Value {

@@ -264,12 +264,29 @@ pub struct PortStats {
     pub dropped: BTreeMap<String, u64>,
 }
 
-/// What `stats` answers. `ports` is present for L2 identities only (ports belong to L2).
+/// One worker's own counters (`l3ns_worker_*` in the metrics): whether it keeps up, and how
+/// often it wakes consumers across cores.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    /// The worker's index, from 0.
+    pub worker: usize,
+    /// Polls that handled at least one packet.
+    pub busy_polls: u64,
+    /// Polls that found nothing.
+    pub idle_polls: u64,
+    /// Parked consumer threads the worker woke after handing them datagrams.
+    pub consumer_wakeups: u64,
+}
+
+/// What `stats` answers. `ports` and `workers` are present for L2 identities only (ports and
+/// workers belong to L2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsView {
     pub namespaces: Vec<NsStats>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<PortStats>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Vec<WorkerStats>>,
 }
 
 /// What `version` answers.

@@ -67,7 +67,8 @@ enum Cmd {
     #[command(subcommand)]
     Sock(SockCmd),
     /// Show the counters of the namespaces the identity can see, summed over workers (R16);
-    /// ports too for an L2 identity.
+    /// for an L2 identity the ports too, and each worker's polls (BUSY: the share that
+    /// handled packets; near 100% the worker does not keep up) and the consumers it woke.
     Stats {
         /// Only this namespace (ENOENT if the identity cannot see it).
         #[arg(long, value_name = "NS")]
@@ -727,6 +728,30 @@ fn stats_tables(s: &StatsView) -> String {
                 .collect(),
         ));
     }
+    if let Some(workers) = &s.workers {
+        out.push('\n');
+        out.push_str(&table(
+            &["WORKER", "BUSY_POLLS", "IDLE_POLLS", "BUSY", "WAKEUPS"],
+            workers
+                .iter()
+                .map(|w| {
+                    let polls = w.busy_polls + w.idle_polls;
+                    let busy = if polls == 0 {
+                        "-".to_string()
+                    } else {
+                        format!("{:.1}%", w.busy_polls as f64 * 100.0 / polls as f64)
+                    };
+                    vec![
+                        w.worker.to_string(),
+                        w.busy_polls.to_string(),
+                        w.idle_polls.to_string(),
+                        busy,
+                        w.consumer_wakeups.to_string(),
+                    ]
+                })
+                .collect(),
+        ));
+    }
     out
 }
 
@@ -945,6 +970,7 @@ mod tests {
                 },
             }],
             ports: None,
+            workers: None,
         }
     }
 
