@@ -4,8 +4,9 @@
 One after another, each in its own process and each side by side within its run (see the
 scripts): scale.py over namespaces (1, 10,000, 100,000; its plot `scale.svg`, or `.png`
 with matplotlib), scale.py over addresses (1,000 namespaces × 1 … 1,000), churn.py
-(10,000 and 100,000 changes/s), and as root memif.py (zero-copy, against testpmd
-io-forward and rxonly) and kernel.py (1, 10 and 100 namespaces at 100,000 pps); then
+(10,000 and 100,000 changes/s), and as root memif.py (zero-copy, l3nsd on the receiving
+core alone and with its service thread on the generator's, against testpmd io-forward,
+macswap and rxonly) and kernel.py (1, 10 and 100 namespaces at 100,000 pps); then
 report.py with the JSON they wrote. Holds /tmp/l3ns-bench.lock for the whole run so that
 nothing else measured on this machine overlaps it. `--skip memif,kernel` leaves
 comparisons out (without root they are skipped anyway); `--quick` runs each on a small set-up
@@ -54,7 +55,8 @@ def steps(quick):
         ("churn", "churn.json", ["churn.py", "--rates", "10000,100000", "--reps", "5",
                                  "--seconds", "1", "--out", "churn.json"]),
         ("memif", "memif.json", ["memif.py", "--zero-copy", "--reps", "3", "--seconds", "8",
-                                 "--baseline", "io,rxonly", "--out", "memif.json"]),
+                                 "--placement", "one-core,split", "--baseline", "io,macswap,rxonly",
+                                 "--out", "memif.json"]),
         ("kernel", "kernel.json", ["kernel.py", "--namespaces", "1,10,100", "--rate", "100000",
                                    "--reps", "3", "--seconds", "3", "--modes", "kernel,memif",
                                    "--memif-idle-sleep-us", "1000,2000",

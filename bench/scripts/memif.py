@@ -6,14 +6,22 @@ forwarding lcore on core 1 (main lcore 0), UDP 64-byte frames to 10.95.0.2:9, bo
 `timeout -s INT`.
 Server, alternately:
 - `l3nsd`: one worker on core 0 (EAL -l 0), memif server, 10.95.0.2 owned by namespace web1
-  with a sink socket on 0.0.0.0:9; received = `l3nsctl --json stats` ports[0].rx_packets;
+  with a sink socket on 0.0.0.0:9; received = `l3nsctl --json stats` ports[0].rx_packets.
+  With --placement one-core (default) every l3nsd thread runs on core 0 (`taskset -c 0`),
+  the service thread that drains the sink too, so that each receiver has core 0 and the
+  generator has core 1 to itself; with split (reported as `l3nsd-split`) l3nsd places its
+  service thread on the other core, the generator's, as it does by itself on two cores;
 - `dpdk-testpmd` with --baseline io (default): `--forward-mode=io --port-topology=loop`,
   every received burst sent back out of the same memif port (the txonly client does not read
-  them: once the ring back is full they are dropped, counted as TX-dropped); or rxonly
-  (receive and free). Forwarding lcore on core 0 (main lcore 1); received = its RX-packets
-  (stats printed every second). `--baseline io,rxonly` runs both in every repetition.
+  them: once the ring back is full they are dropped, counted as TX-dropped); or macswap
+  (the same, each frame's MAC addresses swapped first: it reads and writes every frame's
+  first line); or rxonly (receive and free). Forwarding lcore on core 0 (main lcore 1, idle
+  but for the stats); received = its RX-packets (stats printed every second).
+  `--baseline io,rxonly` runs both in every repetition.
 l3nsd's `delivered` (namespace web1, handed to the sink socket's queue) and
-`dropped_queue_full` are sampled with its received count.
+`dropped_queue_full` are sampled with its received count, and so are its worker's polls and
+consumer wake-ups: `worker` in each l3nsd run is the share of busy polls, frames per busy
+poll and wake-ups per second over the window.
 Received packets per second = slope of the cumulative count over the same window (client
 start + --skip seconds … client end - 1 s), sampled every second with the script's clock.
 With --zero-copy the roles swap: the txonly generator is the memif server and every
@@ -129,7 +137,25 @@ def slope(samples, t_from, t_to):
     return (v1 - v0) / (t1 - t0), s
 
 
-def run_l3nsd(d, rep, seconds, skip, idle_sleep_us, queue_depth):
+def worker_window(rx, workers, t_from, t_to):
+    """The worker's share of busy polls, frames per busy poll and consumer wake-ups per
+    second over the window (`l3nsctl stats` samples): whether l3nsd kept up with what the
+    generator offered (busy near 1 and full bursts: it did not) and what waking the sink cost
+    it. None when the window has fewer than two samples."""
+    pts = [(t, r, w) for (t, r), w in zip(rx, workers)
+           if t_from <= t <= t_to and None not in w[1:]]
+    if len(pts) < 2:
+        return None
+    (t0, r0, w0), (t1, r1, w1) = pts[0], pts[-1]
+    busy, idle, wakes = (w1[i] - w0[i] for i in (1, 2, 3))
+    return {
+        "busy_share": busy / (busy + idle) if busy + idle else None,
+        "frames_per_busy_poll": (r1 - r0) / busy if busy else None,
+        "consumer_wakeups_per_s": wakes / (t1 - t0),
+    }
+
+
+def run_l3nsd(d, rep, seconds, skip, idle_sleep_us, queue_depth, one_core):
     sock = os.path.join(d, f"memif-l3ns-{rep}.sock")
     control = os.path.join(d, f"ctl-{rep}.sock")
     cfg = os.path.join(d, f"l3nsd-{rep}.toml")
@@ -174,8 +200,9 @@ listen = "off"
     clog_path, clog, c = generator_first(d, f"client-l3ns-{rep}.log", sock,
                                          f"l3ns-cmp-cli-{pid}-{rep}", seconds)
     log = open(os.path.join(d, f"l3nsd-{rep}.log"), "w")
-    srv = subprocess.Popen(["timeout", "-s", "INT", "-k", "5", str(seconds + 30),
-                            os.path.join(DPDK_BIN, "l3nsd"), "--config", cfg, "--quiet"],
+    taskset = ["taskset", "-c", "0"] if one_core else []
+    srv = subprocess.Popen(["timeout", "-s", "INT", "-k", "5", str(seconds + 30)] + taskset +
+                           [os.path.join(DPDK_BIN, "l3nsd"), "--config", cfg, "--quiet"],
                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     children.append(srv)
     ctl = [os.path.join(DPDK_BIN, "l3nsctl"), "--control", control, "--json"]
@@ -208,7 +235,7 @@ listen = "off"
     t_start = time.monotonic()
     if c is None:
         c = client(sock, f"l3ns-cmp-cli-{pid}-{rep}", seconds, clog)
-    samples, delivered, queue_full = [], [], []
+    samples, delivered, queue_full, workers = [], [], [], []
     j, exited = None, False
     while c.poll() is None and time.monotonic() - t_start < seconds + 10:
         try:
@@ -223,6 +250,9 @@ listen = "off"
         samples.append((now, v))
         delivered.append((now, w["delivered"]))
         queue_full.append((now, w["dropped_queue_full"]))
+        wk = (j.get("workers") or [{}])[0]
+        workers.append((now, wk.get("busy_polls"), wk.get("idle_polls"),
+                        wk.get("consumer_wakeups")))
         time.sleep(1.0)
     t_end = time.monotonic()
     cpu1 = common.task_cpu(l3pid) if l3pid else None
@@ -244,7 +274,9 @@ listen = "off"
     tx = parse_testpmd_counts(clog_path, "TX-packets")
     txpps = parse_testpmd_counts(clog_path, "Tx-pps")
     return {
-        "server": "l3nsd", "rep": rep, "rx_pps": rate, "samples": samples,
+        "worker": worker_window(samples, workers, t_start + skip, t_end - 1.0),
+        "server": "l3nsd" if one_core else "l3nsd-split", "rep": rep, "rx_pps": rate,
+        "samples": samples,
         "delivered_pps": dl_rate, "queue_full_pps": qf_rate,
         "delivered_samples": delivered, "queue_full_samples": queue_full,
         "thread_affinity": affinity, "window_samples": len(used),
@@ -259,7 +291,7 @@ listen = "off"
 
 def run_testpmd(d, rep, seconds, skip, mode):
     sock = os.path.join(d, f"memif-tp-{mode}-{rep}.sock")
-    fwd = (["--forward-mode=io", "--port-topology=loop"] if mode == "io"
+    fwd = ([f"--forward-mode={mode}", "--port-topology=loop"] if mode in ("io", "macswap")
            else ["--forward-mode=rxonly"])
     pid = os.getpid()
     clog_path, clog, c = generator_first(d, f"client-tp-{mode}-{rep}.log", sock,
@@ -332,10 +364,20 @@ def main():
                     help="l3nsd dataplane.queue_depth (the sink socket's buffer, in datagrams; "
                          "l3nsd's default 1024)")
     ap.add_argument("--baseline", default="io",
-                    help="testpmd server mode(s): io (forward back out of the port) and/or "
-                         "rxonly, comma-separated; each runs in every repetition")
+                    help="testpmd server mode(s), comma-separated, each run in every "
+                         "repetition: io (forward back out of the port, frames untouched), "
+                         "macswap (the same, swapping each frame's MAC addresses: a "
+                         "forwarder that reads and writes every frame's first line, as any "
+                         "classifier must read it), rxonly (receive and free)")
     ap.add_argument("--zero-copy", action="store_true",
                     help="generator as memif server, every receiver a zero-copy memif client")
+    ap.add_argument("--placement", default="one-core",
+                    help="where l3nsd's threads run, comma-separated, each in every "
+                         "repetition: one-core (all of them on the receiving core, "
+                         "`taskset -c 0`, the sink's service thread too: the generator's core "
+                         "is left to the generator, as with a testpmd receiver; reported as "
+                         "l3nsd) and/or split (the service thread on the generator's core, "
+                         "l3nsd's own choice on two cores; reported as l3nsd-split)"),
     ap.add_argument("--out", default="memif.json", help="file name in bench/results/")
     args = ap.parse_args()
     global ZERO_COPY
@@ -343,8 +385,8 @@ def main():
     if os.geteuid() != 0:
         sys.exit("needs root (hugepages)")
     baselines = args.baseline.split(",")
-    if not set(baselines) <= {"io", "rxonly"}:
-        sys.exit("--baseline: io and/or rxonly")
+    if not set(baselines) <= {"io", "macswap", "rxonly"}:
+        sys.exit("--baseline: io, macswap and/or rxonly")
     d = tempfile.mkdtemp(prefix="l3ns-cmp-memif-")
     huge = None
 
@@ -363,7 +405,11 @@ def main():
         info["bin_dir"] = DPDK_BIN
         print(f"machine: {info}")
         runs = []
-        kinds = ["l3nsd"] + [f"testpmd-{b}" for b in baselines]
+        placements = args.placement.split(",")
+        if not set(placements) <= {"one-core", "split"}:
+            sys.exit("--placement: one-core and/or split")
+        l3_kinds = [{"one-core": "l3nsd", "split": "l3nsd-split"}[p] for p in placements]
+        kinds = l3_kinds + [f"testpmd-{b}" for b in baselines]
         if os.environ.get("ONLY"):
             kinds = [k for k in kinds if k.startswith(tuple(os.environ["ONLY"].split(",")))]
         for rep in range(args.reps):
@@ -372,8 +418,8 @@ def main():
                 cpu0 = common.proc_stat_cpu()
                 try:
                     r = (run_l3nsd(d, rep, args.seconds, args.skip, args.idle_sleep_us,
-                                   args.queue_depth)
-                         if kind == "l3nsd" else
+                                   args.queue_depth, kind == "l3nsd")
+                         if kind.startswith("l3nsd") else
                          run_testpmd(d, rep, args.seconds, args.skip, kind.split("-", 1)[1]))
                 except Exception as e:  # record and go on: one failed run must not lose the rest
                     kill_children()
@@ -383,25 +429,33 @@ def main():
                 r["machine_cpu_shares"] = common.cpu_shares(cpu0, common.proc_stat_cpu())
                 runs.append(r)
                 extra = ""
-                if kind == "l3nsd" and r.get("delivered_pps") is not None:
+                if kind.startswith("l3nsd") and r.get("delivered_pps") is not None:
                     extra = (f", delivered {r['delivered_pps']:,.0f} pps, queue full "
                              f"{r['queue_full_pps']:,.0f} pps")
+                    if r.get("worker"):
+                        w = r["worker"]
+                        extra += (f"; worker busy {w['busy_share'] or 0:.0%}, "
+                                  f"{w['frames_per_busy_poll'] or 0:.1f} frames a busy poll, "
+                                  f"{w['consumer_wakeups_per_s']:,.0f} wake-ups/s")
                 print(f"rep {rep} {r['server']:>15}: received {r['rx_pps'] or 0:,.0f} pps{extra} "
                       f"(window samples {r['window_samples']}), client sent {r['client_tx_packets']} "
                       f"(load {load}, steal {r['machine_cpu_shares']['steal']:.0%})", flush=True)
         summaries = {k: common.summary([r["rx_pps"] for r in runs if r["server"] == k])
                      for k in kinds}
-        summaries["l3nsd_delivered"] = common.summary(
-            [r.get("delivered_pps") for r in runs if r["server"] == "l3nsd"])
+        for k in l3_kinds:
+            summaries[f"{k}_delivered"] = common.summary(
+                [r.get("delivered_pps") for r in runs if r["server"] == k])
         ratios = {}
-        for b in baselines:
-            xs = []
-            for rep in range(args.reps):
-                a = [r["rx_pps"] for r in runs if r["rep"] == rep and r["server"] == "l3nsd"]
-                t = [r["rx_pps"] for r in runs if r["rep"] == rep and r["server"] == f"testpmd-{b}"]
-                if a and t and a[0] and t[0]:
-                    xs.append(a[0] / t[0])
-            ratios[f"l3nsd_received_over_testpmd_{b}"] = common.summary(xs)
+        for k in l3_kinds:
+            for b in baselines:
+                xs = []
+                for rep in range(args.reps):
+                    a = [r["rx_pps"] for r in runs if r["rep"] == rep and r["server"] == k]
+                    t = [r["rx_pps"] for r in runs
+                         if r["rep"] == rep and r["server"] == f"testpmd-{b}"]
+                    if a and t and a[0] and t[0]:
+                        xs.append(a[0] / t[0])
+                ratios[f"{k.replace('-', '_')}_received_over_testpmd_{b}"] = common.summary(xs)
         print()
         for name, x in summaries.items():
             if x:
@@ -416,7 +470,7 @@ def main():
                     "counter over the window); generator testpmd txonly, forwarding lcore 1; "
                     + ("zero-copy: generator memif server, receivers zero-copy clients"
                        if ZERO_COPY else "generator memif client, receivers memif servers"),
-            "zero_copy": ZERO_COPY,
+            "zero_copy": ZERO_COPY, "placements": placements,
             "pps": summaries, "ratios": ratios, "runs": runs,
         })
     finally:

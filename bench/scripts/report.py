@@ -142,19 +142,37 @@ def churn_section(d, name):
 def memif_section(d, name):
     rows, out = [], []
     out.append(f"### l3nsd vs dpdk-testpmd on net_memif (`{d['command']}`)\n")
-    out.append(run_of(d["machine"], name) + (", zero-copy" if d.get("zero_copy") else "") + "\n")
+    placed = ("; l3nsd (all its threads on the receiving core) and l3nsd-split (its service "
+              "thread on the generator's core)" if "split" in d.get("placements", []) else "")
+    out.append(run_of(d["machine"], name) + (", zero-copy" if d.get("zero_copy") else "") +
+               placed + "\n")
     out.append("| receiver | received pps median (min..max) |")
     out.append("|---|---|")
     for server, s in d["pps"].items():
         out.append(f"| {server} | {spread(s, '{:,.0f}')} |")
     out.append("")
     for key, r in d["ratios"].items():
-        base = key.rsplit("_over_", 1)[-1].replace("_", " ")
         out.append(f"- {key}: {spread(r)}")
-        if base == "testpmd io":
+        # l3nsd on the receiving core alone (`--placement one-core`, the default since the
+        # fourteenth sitting; before it, l3nsd's service thread ran on the generator's core).
+        if key == "l3nsd_received_over_testpmd_io":
             rows.append(("l3nsd received / testpmd io-forward received, same link and core",
                          spread(r), f"≥ {MEMIF_MIN_RATIO}", r["median"] >= MEMIF_MIN_RATIO, name))
     out.append("")
+    for kind in ("l3nsd", "l3nsd-split"):
+        ws = [r["worker"] for r in d.get("runs", []) if r.get("server") == kind and r.get("worker")]
+        if not ws:
+            continue
+
+        def med(key):
+            xs = sorted(w[key] for w in ws if w.get(key) is not None)
+            return xs[len(xs) // 2] if xs else None
+        busy, fpp, wk = med("busy_share"), med("frames_per_busy_poll"), med("consumer_wakeups_per_s")
+        out.append(f"{kind}'s worker over the window (median of {len(ws)} runs): "
+                   f"{'–' if busy is None else f'{busy:.0%}'} of its polls busy, "
+                   f"{'–' if fpp is None else f'{fpp:.1f}'} frames a busy poll (64 at most: "
+                   f"fewer, and the generator set the pace), "
+                   f"{'–' if wk is None else f'{wk:,.0f}'} consumer wake-ups a second.\n")
     return rows, out
 
 
