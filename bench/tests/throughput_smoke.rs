@@ -65,6 +65,61 @@ fn unicast_accounts_for_every_packet(extra: &[&str]) {
     assert!(s["mpps"].as_f64().is_some_and(|m| m > 0.0), "{s}");
 }
 
+/// `--dst-namespaces 3`: the frames go to the first three namespaces' addresses only.
+#[test]
+fn traffic_can_be_kept_to_the_first_namespaces() {
+    let out = run(
+        &[
+            "--namespaces",
+            "10",
+            "--addrs-per-ns",
+            "2",
+            "--dst-namespaces",
+            "3",
+            "--frames",
+            "64",
+            "--seconds",
+            "0.5",
+            "--only",
+            "unicast",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(u(&j, "destinations_from_namespaces"), 3);
+    // 64 frames drawn from 6 addresses reach all three namespaces, and no other.
+    assert_eq!(u(&j, "namespaces_received"), 3, "{j}");
+    let s = &j["scenarios"][0];
+    assert_eq!(u(s, "deliveries") + u(s, "dropped"), u(s, "packets"), "{s}");
+
+    // Without it, every namespace gets traffic.
+    let out = run(
+        &[
+            "--namespaces",
+            "10",
+            "--addrs-per-ns",
+            "2",
+            "--frames",
+            "256",
+            "--seconds",
+            "0.5",
+            "--only",
+            "unicast",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    let j: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(u(&j, "destinations_from_namespaces"), 10);
+    assert_eq!(u(&j, "namespaces_received"), 10, "{j}");
+}
+
 #[test]
 fn zero_frames_is_refused_with_the_option_named() {
     let out = run(

@@ -60,6 +60,12 @@ struct Args {
     /// most) get traffic.
     #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..))]
     frames: u32,
+    /// Send only to the addresses of the first N namespaces (default: every namespace's).
+    /// Their counter lines then lie together in memory while their address-table slots stay
+    /// spread by the hash: it tells the cost of touching many pages from the cost of
+    /// touching many lines (bench/RESULTS.md, fourteenth sitting).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    dst_namespaces: Option<u32>,
     /// Core for the worker (the consumer takes the next one).
     #[arg(long, default_value_t = 0)]
     core: usize,
@@ -480,8 +486,13 @@ fn main() {
     let t = Instant::now();
     let mut s = setup(&args);
     let setup_s = t.elapsed().as_secs_f64();
-    let unicast = frames(&s.owned, 0.0, args.frames as usize);
-    let mix = frames(&s.owned, 0.05, args.frames as usize);
+    // `owned` lists the addresses namespace by namespace.
+    let targets = args
+        .dst_namespaces
+        .map_or(s.owned.len(), |n| n as usize * args.addrs_per_ns)
+        .min(s.owned.len());
+    let unicast = frames(&s.owned[..targets], 0.0, args.frames as usize);
+    let mix = frames(&s.owned[..targets], 0.05, args.frames as usize);
     let want = |k: &str| args.only.iter().any(|o| o == k);
     let mut results: Vec<(&str, Scenario)> = Vec::new();
     if want("ceiling") {
@@ -538,6 +549,12 @@ fn main() {
         let out = serde_json::json!({
             "namespaces": args.namespaces,
             "addresses": args.namespaces * args.addrs_per_ns,
+            "destinations_from_namespaces": targets / args.addrs_per_ns.max(1),
+            // Over every scenario run: how many namespaces the traffic reached.
+            "namespaces_received": (0..=args.namespaces as u32)
+                .filter(|&i| s.rt.stats.ns(NsId(i)).rx_packets > 0)
+                .count(),
+            "frames": args.frames,
             "setup_seconds": setup_s,
             "heap": args.heap.name(),
             "glibc_malloc_hugetlb": heap_status.tunable,
@@ -550,6 +567,12 @@ fn main() {
         return;
     }
     println!("{} namespaces x {} addresses ({} addresses), setup {:.1} s, {} s per scenario, one worker core, {heap_status}", args.namespaces, args.addrs_per_ns, s.owned.len(), setup_s, args.seconds);
+    if args.dst_namespaces.is_some() {
+        println!(
+            "traffic to the addresses of the first {} namespaces only",
+            targets / args.addrs_per_ns.max(1)
+        );
+    }
     println!(
         "{:<40} {:>10} {:>8} {:>8} {:>14} {:>10} {:>9}",
         "scenario", "Mpps", "ns/pkt", "cpu ns", "deliveries/s", "dropped", "changes"
