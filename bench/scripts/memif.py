@@ -456,6 +456,9 @@ def main():
                     if a and t and a[0] and t[0]:
                         xs.append(a[0] / t[0])
                 ratios[f"{k.replace('-', '_')}_received_over_testpmd_{b}"] = common.summary(xs)
+            if len(baselines) > 1:
+                ratios[f"{k.replace('-', '_')}_received_over_testpmd_best"] = \
+                    common.memif_over_best(runs, k)
         print()
         for name, x in summaries.items():
             if x:

@@ -151,13 +151,26 @@ def memif_section(d, name):
     for server, s in d["pps"].items():
         out.append(f"| {server} | {spread(s, '{:,.0f}')} |")
     out.append("")
-    for key, r in d["ratios"].items():
+    ratios = dict(d["ratios"])
+    baselines = {r["server"] for r in d.get("runs", []) if r.get("server", "").startswith("testpmd-")}
+    if len(baselines) > 1 and "l3nsd_received_over_testpmd_best" not in ratios:
+        ratios["l3nsd_received_over_testpmd_best"] = common.memif_over_best(d["runs"])
+    for key, r in ratios.items():
         out.append(f"- {key}: {spread(r)}")
-        # l3nsd on the receiving core alone (`--placement one-core`, the default since the
-        # fourteenth sitting; before it, l3nsd's service thread ran on the generator's core).
-        if key == "l3nsd_received_over_testpmd_io":
-            rows.append(("l3nsd received / testpmd io-forward received, same link and core",
-                         spread(r), f"≥ {MEMIF_MIN_RATIO}", r["median"] >= MEMIF_MIN_RATIO, name))
+    # l3nsd on the receiving core alone (`--placement one-core`, the default since the
+    # fourteenth sitting; before it, l3nsd's service thread ran on the generator's core).
+    # With several testpmd modes in the run, against the fastest of them in each repetition:
+    # the VM halves some processes' speed at times, and io-forward alone in its slow state
+    # would make l3nsd look better than it is.
+    best = ratios.get("l3nsd_received_over_testpmd_best")
+    io = ratios.get("l3nsd_received_over_testpmd_io")
+    if best:
+        rows.append(("l3nsd received / testpmd received, same link and core (per repetition, "
+                     "the fastest of testpmd io-forward, macswap, rxonly)", spread(best),
+                     f"≥ {MEMIF_MIN_RATIO}", best["median"] >= MEMIF_MIN_RATIO, name))
+    elif io:
+        rows.append(("l3nsd received / testpmd io-forward received, same link and core",
+                     spread(io), f"≥ {MEMIF_MIN_RATIO}", io["median"] >= MEMIF_MIN_RATIO, name))
     out.append("")
     for kind in ("l3nsd", "l3nsd-split"):
         ws = [r["worker"] for r in d.get("runs", []) if r.get("server") == kind and r.get("worker")]
