@@ -387,11 +387,21 @@ fn top_once_prints_rates_busiest_first() {
         lines[1].starts_with("NAMESPACE") && lines[1].contains("RX_PPS"),
         "{t}"
     );
+    // An L2 identity sees the worker too, polling.
+    let w = lines
+        .iter()
+        .position(|l| l.starts_with("WORKER"))
+        .unwrap_or_else(|| panic!("no worker table: {t}"));
+    assert!(
+        lines[w].contains("BUSY") && lines[w + 1].trim_start().starts_with('0'),
+        "{t}"
+    );
     assert!(
         lines[1].contains("NO_SOCK/S") && lines[1].contains("QFULL/S"),
         "{t}"
     );
-    assert_eq!(lines.len(), 5, "{t}");
+    // The header, the table's head and three namespaces; a blank line; the workers' table.
+    assert_eq!(lines.len(), 8, "{t}");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use l3ns_control::api::protocol::{
     cidr, AddrView, DevView, NsView, RouteView, SockView, StatsView, StatusView, VersionView,
+    WorkerStats,
 };
 use l3ns_control::api::{call, ClientError, Request};
 use l3ns_control::daemon::default_control_path;
@@ -75,7 +76,9 @@ enum Cmd {
         ns: Option<String>,
     },
     /// Live per-namespace rates: packets and bytes per second in and out, deliveries and drops
-    /// by reason, busiest first, refreshed every --interval (R16).
+    /// by reason, busiest first, refreshed every --interval (R16); for an L2 identity each
+    /// worker's polls per second, busy share and consumer wake-ups per second below them
+    /// (text only: --json prints the namespaces' rates).
     Top {
         /// Print one frame (rates over one interval) and exit.
         #[arg(long)]
@@ -866,6 +869,37 @@ fn rates(before: &StatsView, after: &StatsView, dt: Duration) -> Vec<Rates> {
     v
 }
 
+/// One worker's poll and wake-up rates over one interval (an L2 identity's `stats` only).
+#[derive(Clone, Debug, PartialEq)]
+struct WorkerRates {
+    worker: usize,
+    polls_ps: f64,
+    /// Share of the interval's polls that handled packets (None: no poll).
+    busy: Option<f64>,
+    wakeups_ps: f64,
+}
+
+/// Worker rates between two `stats` samples `dt` apart (none unless both have workers).
+fn worker_rates(before: &StatsView, after: &StatsView, dt: Duration) -> Vec<WorkerRates> {
+    let secs = dt.as_secs_f64().max(1e-3);
+    let (Some(b), Some(a)) = (&before.workers, &after.workers) else {
+        return Vec::new();
+    };
+    a.iter()
+        .map(|w| {
+            let p = b.iter().find(|x| x.worker == w.worker);
+            let d = |f: fn(&WorkerStats) -> u64| f(w).saturating_sub(p.map_or(0, f));
+            let (busy, idle) = (d(|x| x.busy_polls), d(|x| x.idle_polls));
+            WorkerRates {
+                worker: w.worker,
+                polls_ps: (busy + idle) as f64 / secs,
+                busy: (busy + idle > 0).then(|| busy as f64 / (busy + idle) as f64),
+                wakeups_ps: d(|x| x.consumer_wakeups) as f64 / secs,
+            }
+        })
+        .collect()
+}
+
 /// 1234567.0 → "1.2M".
 fn si(x: f64) -> String {
     if x >= 1e9 {
@@ -879,7 +913,7 @@ fn si(x: f64) -> String {
     }
 }
 
-fn top_frame(rows: &[Rates], interval: Duration) -> String {
+fn top_frame(rows: &[Rates], workers: &[WorkerRates], interval: Duration) -> String {
     let mut out = format!(
         "l3ns top: {} namespaces, rates per second over {:.1}s\n",
         rows.len(),
@@ -917,6 +951,23 @@ fn top_frame(rows: &[Rates], interval: Duration) -> String {
             })
             .collect(),
     ));
+    if !workers.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &["WORKER", "POLLS/S", "BUSY", "WAKEUPS/S"],
+            workers
+                .iter()
+                .map(|w| {
+                    vec![
+                        w.worker.to_string(),
+                        si(w.polls_ps),
+                        w.busy.map_or("-".into(), |b| format!("{:.1}%", b * 100.0)),
+                        si(w.wakeups_ps),
+                    ]
+                })
+                .collect(),
+        ));
+    }
     out
 }
 
@@ -937,14 +988,19 @@ fn top(ctx: &Ctx, once: bool, interval: f64) -> Result<(), ClientError> {
         std::thread::sleep(interval);
         let (cur, t1) = sample()?;
         let rows = rates(&prev, &cur, t1 - t0);
+        let workers = worker_rates(&prev, &cur, t1 - t0);
         let mut stdout = std::io::stdout().lock();
         let written = if ctx.json {
             writeln!(stdout, "{}", serde_json::json!({ "ok": rows }))
         } else if once {
-            write!(stdout, "{}", top_frame(&rows, t1 - t0))
+            write!(stdout, "{}", top_frame(&rows, &workers, t1 - t0))
         } else {
             // Home the cursor and clear the screen, then draw the frame.
-            write!(stdout, "\x1b[H\x1b[2J{}", top_frame(&rows, t1 - t0))
+            write!(
+                stdout,
+                "\x1b[H\x1b[2J{}",
+                top_frame(&rows, &workers, t1 - t0)
+            )
         };
         let _ = written.and_then(|()| stdout.flush());
         if once {
@@ -972,6 +1028,39 @@ mod tests {
             ports: None,
             workers: None,
         }
+    }
+
+    #[test]
+    fn worker_rates_are_differences_per_second_with_the_busy_share() {
+        let w = |busy, idle, wakeups| {
+            let mut v = view("root", 0, 0);
+            v.workers = Some(vec![WorkerStats {
+                worker: 0,
+                busy_polls: busy,
+                idle_polls: idle,
+                consumer_wakeups: wakeups,
+            }]);
+            v
+        };
+        let r = worker_rates(&w(10, 90, 5), &w(310, 290, 105), Duration::from_secs(2));
+        assert_eq!(
+            r,
+            [WorkerRates {
+                worker: 0,
+                polls_ps: 250.0,
+                busy: Some(0.6),
+                wakeups_ps: 50.0,
+            }]
+        );
+        // No poll in the interval: no share; an L3 identity's stats have no workers.
+        let r = worker_rates(&w(1, 1, 0), &w(1, 1, 0), Duration::from_secs(1));
+        assert_eq!(r[0].busy, None);
+        assert!(worker_rates(&view("a", 0, 0), &w(1, 1, 0), Duration::from_secs(1)).is_empty());
+        let frame = top_frame(&[], &r, Duration::from_secs(1));
+        assert!(
+            frame.contains("WORKER") && frame.contains("WAKEUPS/S"),
+            "{frame}"
+        );
     }
 
     #[test]
