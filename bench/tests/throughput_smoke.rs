@@ -29,27 +29,7 @@ fn unicast_with_a_queue_per_namespace_accounts_for_every_packet() {
 }
 
 fn unicast_accounts_for_every_packet(extra: &[&str]) {
-    let mut args = vec![
-        "--namespaces",
-        "10",
-        "--addrs-per-ns",
-        "2",
-        "--seconds",
-        "1",
-        "--only",
-        "unicast",
-        "--frames",
-        "7",
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let out = run(&args, Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let j = small_unicast(&[&["--frames", "7"], extra].concat());
     assert_eq!(u(&j, "namespaces"), 10);
     assert_eq!(u(&j, "addresses"), 20);
     let s = &j["scenarios"][0];
@@ -65,33 +45,33 @@ fn unicast_accounts_for_every_packet(extra: &[&str]) {
     assert!(s["mpps"].as_f64().is_some_and(|m| m > 0.0), "{s}");
 }
 
-/// `--dst-namespaces 3`: the frames go to the first three namespaces' addresses only.
-#[test]
-fn traffic_can_be_kept_to_the_first_namespaces() {
-    let out = run(
-        &[
-            "--namespaces",
-            "10",
-            "--addrs-per-ns",
-            "2",
-            "--dst-namespaces",
-            "3",
-            "--frames",
-            "64",
-            "--seconds",
-            "0.5",
-            "--only",
-            "unicast",
-            "--json",
-        ],
-        Duration::from_secs(60),
-    );
+/// The JSON of a half-second unicast run over 10 namespaces of 2 addresses, with `extra`.
+fn small_unicast(extra: &[&str]) -> Value {
+    let mut args = vec![
+        "--namespaces",
+        "10",
+        "--addrs-per-ns",
+        "2",
+        "--seconds",
+        "0.5",
+        "--only",
+        "unicast",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = run(&args, Duration::from_secs(60));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let j: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+/// `--dst-namespaces 3`: the frames go to the first three namespaces' addresses only.
+#[test]
+fn traffic_can_be_kept_to_the_first_namespaces() {
+    let j = small_unicast(&["--dst-namespaces", "3", "--frames", "64"]);
     assert_eq!(u(&j, "destinations_from_namespaces"), 3);
     // 64 frames drawn from 6 addresses reach all three namespaces, and no other.
     assert_eq!(u(&j, "namespaces_received"), 3, "{j}");
@@ -99,23 +79,7 @@ fn traffic_can_be_kept_to_the_first_namespaces() {
     assert_eq!(u(s, "deliveries") + u(s, "dropped"), u(s, "packets"), "{s}");
 
     // Without it, every namespace gets traffic.
-    let out = run(
-        &[
-            "--namespaces",
-            "10",
-            "--addrs-per-ns",
-            "2",
-            "--frames",
-            "256",
-            "--seconds",
-            "0.5",
-            "--only",
-            "unicast",
-            "--json",
-        ],
-        Duration::from_secs(60),
-    );
-    let j: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let j = small_unicast(&["--frames", "256"]);
     assert_eq!(u(&j, "destinations_from_namespaces"), 10);
     assert_eq!(u(&j, "namespaces_received"), 10, "{j}");
 }
