@@ -377,7 +377,7 @@ def main():
                          "`taskset -c 0`, the sink's service thread too: the generator's core "
                          "is left to the generator, as with a testpmd receiver; reported as "
                          "l3nsd) and/or split (the service thread on the generator's core, "
-                         "l3nsd's own choice on two cores; reported as l3nsd-split)"),
+                         "l3nsd's own choice on two cores; reported as l3nsd-split)")
     ap.add_argument("--out", default="memif.json", help="file name in bench/results/")
     args = ap.parse_args()
     global ZERO_COPY
