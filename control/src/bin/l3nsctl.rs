@@ -738,17 +738,11 @@ fn stats_tables(s: &StatsView) -> String {
             workers
                 .iter()
                 .map(|w| {
-                    let polls = w.busy_polls + w.idle_polls;
-                    let busy = if polls == 0 {
-                        "-".to_string()
-                    } else {
-                        format!("{:.1}%", w.busy_polls as f64 * 100.0 / polls as f64)
-                    };
                     vec![
                         w.worker.to_string(),
                         w.busy_polls.to_string(),
                         w.idle_polls.to_string(),
-                        busy,
+                        percent(busy_share(w.busy_polls, w.idle_polls)),
                         w.consumer_wakeups.to_string(),
                     ]
                 })
@@ -869,6 +863,16 @@ fn rates(before: &StatsView, after: &StatsView, dt: Duration) -> Vec<Rates> {
     v
 }
 
+/// The share of `busy + idle` polls that were busy (None: no poll).
+fn busy_share(busy: u64, idle: u64) -> Option<f64> {
+    (busy + idle > 0).then(|| busy as f64 / (busy + idle) as f64)
+}
+
+/// 0.123 → "12.3%", None → "-".
+fn percent(x: Option<f64>) -> String {
+    x.map_or("-".into(), |x| format!("{:.1}%", x * 100.0))
+}
+
 /// One worker's poll and wake-up rates over one interval (an L2 identity's `stats` only).
 #[derive(Clone, Debug, PartialEq)]
 struct WorkerRates {
@@ -893,7 +897,7 @@ fn worker_rates(before: &StatsView, after: &StatsView, dt: Duration) -> Vec<Work
             WorkerRates {
                 worker: w.worker,
                 polls_ps: (busy + idle) as f64 / secs,
-                busy: (busy + idle > 0).then(|| busy as f64 / (busy + idle) as f64),
+                busy: busy_share(busy, idle),
                 wakeups_ps: d(|x| x.consumer_wakeups) as f64 / secs,
             }
         })
@@ -961,7 +965,7 @@ fn top_frame(rows: &[Rates], workers: &[WorkerRates], interval: Duration) -> Str
                     vec![
                         w.worker.to_string(),
                         si(w.polls_ps),
-                        w.busy.map_or("-".into(), |b| format!("{:.1}%", b * 100.0)),
+                        percent(w.busy),
                         si(w.wakeups_ps),
                     ]
                 })
