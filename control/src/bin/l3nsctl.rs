@@ -67,18 +67,21 @@ enum Cmd {
     /// Bind, list and close sockets served by built-in services (R7).
     #[command(subcommand)]
     Sock(SockCmd),
-    /// Show the counters of the namespaces the identity can see, summed over workers (R16);
-    /// for an L2 identity the ports too, and each worker's polls (BUSY: the share that
-    /// handled packets; near 100% the worker does not keep up) and the consumers it woke.
+    /// Show the counters of the namespaces the identity can see, summed over workers (R16)
+    ///
+    /// For an L2 identity the ports too, and each worker's polls (BUSY: the share that handled
+    /// packets; near 100% the worker does not keep up) and the consumer threads it woke
+    /// (WAKEUPS: each costs the worker a system call; see README, "Tuning for line rate").
     Stats {
         /// Only this namespace (ENOENT if the identity cannot see it).
         #[arg(long, value_name = "NS")]
         ns: Option<String>,
     },
     /// Live per-namespace rates: packets and bytes per second in and out, deliveries and drops
-    /// by reason, busiest first, refreshed every --interval (R16); for an L2 identity each
-    /// worker's polls per second, busy share and consumer wake-ups per second below them
-    /// (text only: --json prints the namespaces' rates).
+    /// by reason, busiest first, refreshed every --interval (R16)
+    ///
+    /// For an L2 identity, each worker's polls per second, busy share and consumer wake-ups
+    /// per second below them (in the text frame; --json prints the namespaces' rates).
     Top {
         /// Print one frame (rates over one interval) and exit.
         #[arg(long)]
