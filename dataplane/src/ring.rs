@@ -144,7 +144,9 @@ impl<T> Ring<T> {
         Ok(())
     }
 
-    /// Takes the oldest value, if any.
+    /// Takes the oldest value, if any. Unlike `ArrayQueue::pop`, which waits, it also says
+    /// `None` while the oldest position is claimed by a producer that has not yet filled it,
+    /// even if later ones are full ([`Ring::is_empty`] is false then).
     #[inline]
     pub fn pop(&self) -> Option<T> {
         let (pos, slot) = self.head.claim(1)?;
@@ -167,6 +169,7 @@ impl<T> Ring<T> {
         }
     }
 
+    /// No value in the ring and none being pushed (no position claimed but not yet popped).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -554,6 +554,15 @@ impl Rings {
         if spilled.load(Ordering::Acquire) == 0 {
             return None;
         }
+        // The ring said empty, but a producer may have claimed its head slot and not yet
+        // filled it (preempted mid-push, say) while its later batches filled the ring and
+        // then the spill: taking from the spill now would hand that producer's batches over
+        // out of order. The spill's turn comes only when the ring holds nothing, claimed or
+        // filled; until then the in-flight batch is the next one (its offer wakes the
+        // consumer, as any does).
+        if !self.ring.is_empty() {
+            return None;
+        }
         let b = self.spill.pop()?;
         spilled.fetch_sub(1, Ordering::AcqRel);
         Some(b)
@@ -970,8 +979,10 @@ mod tests {
             let p = p as usize;
             assert!(
                 last[p].is_none_or(|l| i == l + 1),
-                "producer {p}: {i} after {:?}",
-                last[p]
+                "producer {p}: {i} after {:?} (taken {taken}, q.len {}, spill {})",
+                last[p],
+                q.len(),
+                q.batches.get().map_or(0, |r| r.spill.len())
             );
             last[p] = Some(i);
             taken += 1;
