@@ -61,9 +61,14 @@ pub fn checksum(data: &[u8]) -> u16 {
 }
 
 /// Whether a message that contains its own checksum field sums to all ones (valid).
+///
+/// Folding a positive sum gives a value in 1..=0xffff congruent to it modulo 0xffff
+/// (2^16 ≡ 1), so it folds to all ones exactly when it is a non-zero multiple of 0xffff: one
+/// multiply-and-shift (the compiler's division by a constant) instead of five dependent folds,
+/// on every received frame.
 #[inline]
 pub fn verify(acc: u64) -> bool {
-    fold(acc) == 0xffff
+    acc != 0 && acc.is_multiple_of(0xffff)
 }
 
 /// The running sum of the IPv4 pseudo-header used by UDP (RFC 768) and TCP.
@@ -129,7 +134,32 @@ mod tests {
         assert!(!verify(accumulate(0, &[0u8; 20])));
     }
 
+    #[test]
+    fn test_verify_is_folding_to_all_ones_at_the_edges() {
+        for acc in [
+            0,
+            1,
+            0xfffe,
+            0xffff,
+            0x1_0000,
+            0x1_fffe,
+            0x2_fffd,
+            0xffff_ffff,
+            u64::MAX,
+        ] {
+            assert_eq!(verify(acc), fold(acc) == 0xffff, "{acc:#x}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn prop_verify_is_folding_to_all_ones(acc in any::<u64>(), small in 0u64..0x40_0000) {
+            prop_assert_eq!(verify(acc), fold(acc) == 0xffff);
+            prop_assert_eq!(verify(small), fold(small) == 0xffff);
+            let multiple = small / 0xffff * 0xffff;
+            prop_assert_eq!(verify(multiple), fold(multiple) == 0xffff);
+        }
+
         #[test]
         fn prop_matches_reference(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
             prop_assert_eq!(checksum(&data), reference(&data));
