@@ -339,11 +339,30 @@ uint16_t l3ns_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **mb
 
 void l3ns_prefetch0(const void *p) { rte_prefetch0(p); }
 
-/* Frees `n` mbufs (whole chains). */
+/* Frees `n` mbufs (whole chains). A burst the receive path is done with is usually n
+ * single-segment, direct mbufs of one pool that nobody else holds: those go straight back to
+ * the pool's per-lcore cache in one put, reading only the mbufs' first cache line (which the
+ * receive burst just read). A single-segment mbuf's `next` is NULL (an mbuf invariant), so
+ * its second line, where `next` sits, is not read as rte_pktmbuf_free_bulk reads it for every
+ * mbuf. Any other burst takes rte_pktmbuf_free_bulk. */
 void l3ns_pktmbuf_free_bulk(struct rte_mbuf **mbufs, unsigned int n)
 {
-	if (n > 0)
-		rte_pktmbuf_free_bulk(mbufs, n);
+	struct rte_mempool *pool;
+	unsigned int i;
+
+	if (n == 0)
+		return;
+	pool = mbufs[0]->pool;
+	for (i = 0; i < n; i++) {
+		const struct rte_mbuf *m = mbufs[i];
+
+		if (m->pool != pool || m->nb_segs != 1 || !RTE_MBUF_DIRECT(m) ||
+		    rte_mbuf_refcnt_read(m) != 1) {
+			rte_pktmbuf_free_bulk(mbufs, n);
+			return;
+		}
+	}
+	rte_mempool_put_bulk(pool, (void **)mbufs, n);
 }
 
 void l3ns_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
