@@ -515,6 +515,12 @@ impl<P: Port> Worker<P> {
             icmp_refill: &mut self.icmp_refill,
             icmp_rate: self.cfg.icmp_rate,
             now,
+            rx_run: RxRun {
+                ns: NsId(0),
+                packets: 0,
+                bytes: 0,
+                gather: false,
+            },
         };
         let n = self.ports[p].port.rx_groups(burst, |group| rx.group(group));
         self.send_replies();
@@ -570,8 +576,11 @@ impl<P: Port> Worker<P> {
             #[allow(unsafe_code)]
             let queue = unsafe { &*queue.0 };
             let batch = std::mem::take(batch);
+            let (uniform, len) = (batch.uniform(), batch.len());
             scratch.clear();
-            scratch.extend(batch.metas().iter().map(|m| (m.ns, m.broadcast)));
+            if uniform.is_none() {
+                scratch.extend(batch.metas().iter().map(|m| (m.ns, m.broadcast)));
+            }
             let taken = match queue.offer(batch) {
                 Ok(taken) => taken,
                 Err(batch) => {
@@ -579,6 +588,20 @@ impl<P: Port> Worker<P> {
                     0
                 }
             };
+            if let Some((ns, broadcast)) = uniform {
+                let taken = taken.min(len);
+                let c = self.ns.ns(ns);
+                let cell = if broadcast {
+                    &c.broadcast_delivered
+                } else {
+                    &c.delivered
+                };
+                cell.add(taken as u64);
+                if taken < len {
+                    self.ns.tx(ns).drop(NsDrop::QueueFull, (len - taken) as u64);
+                }
+                continue;
+            }
             // One counter update per run of datagrams of the same namespace and kind.
             let (taken, refused) = scratch.split_at(taken.min(scratch.len()));
             for run in taken.chunk_by(|a, b| a == b) {
@@ -904,6 +927,21 @@ struct RxCtx<'a> {
     icmp_refill: &'a mut Instant,
     icmp_rate: u32,
     now: Instant,
+    /// The receive counts of a run of remembered unicast datagrams to one namespace, added to
+    /// its counters when the run ends (`count_rx`) or the group does (`group`): one counter
+    /// update per run instead of per datagram.
+    rx_run: RxRun,
+}
+
+/// See `RxCtx::rx_run`. `packets` 0: no run.
+#[derive(Clone, Copy)]
+struct RxRun {
+    ns: NsId,
+    packets: u64,
+    bytes: u64,
+    /// The group is one flow: gather (with many destinations a run is one datagram long, and
+    /// gathering would only add work).
+    gather: bool,
 }
 
 impl<'a> RxCtx<'a> {
@@ -933,13 +971,28 @@ impl<'a> RxCtx<'a> {
                 }
             }
         }
+        // A group of one flow (every frame to one destination: a busy service) looks its
+        // owner and its memo up once, not per frame; any other group as before, so that
+        // traffic to many destinations pays nothing for it.
+        let one_dst = dst[..n].iter().all(|&d| d == dst[0]);
+        self.rx_run.gather = one_dst;
         let table = self.table;
         let mut owner_ns: [Option<NsId>; MAX_GROUP] = [None; MAX_GROUP];
-        for (o, &d) in owner_ns.iter_mut().zip(&dst[..n]) {
-            if d != 0 {
-                if let Some(ns) = self.family.owner_of(self.dev, d) {
+        if one_dst {
+            if dst[0] != 0 {
+                let owner = self.family.owner_of(self.dev, dst[0]);
+                if let Some(ns) = owner {
                     prefetch::read(self.ns.ns(ns));
-                    *o = Some(ns);
+                }
+                owner_ns[..n].fill(owner);
+            }
+        } else {
+            for (o, &d) in owner_ns.iter_mut().zip(&dst[..n]) {
+                if d != 0 {
+                    if let Some(ns) = self.family.owner_of(self.dev, d) {
+                        prefetch::read(self.ns.ns(ns));
+                        *o = Some(ns);
+                    }
                 }
             }
         }
@@ -948,6 +1001,9 @@ impl<'a> RxCtx<'a> {
         // otherwise the slot is asked for. The port is read where a header without IPv4
         // options has it (`frame` checks it against the parsed one).
         let mut owners: [Option<Owner<'a>>; MAX_GROUP] = [None; MAX_GROUP];
+        // In a group of one flow, the previous frame's owner with a memo: a frame to the same
+        // port has the same answer (nothing in between changed the memo).
+        let mut last: Option<Owner<'a>> = None;
         for (((o, ns), &d), f) in owners
             .iter_mut()
             .zip(&owner_ns[..n])
@@ -955,8 +1011,14 @@ impl<'a> RxCtx<'a> {
             .zip(frames)
         {
             let Some(ns) = *ns else { continue };
-            let memo = f.get(36..38).and_then(|p| {
-                let port = u16::from_be_bytes([p[0], p[1]]);
+            let port = f.get(36..38).map(|p| u16::from_be_bytes([p[0], p[1]]));
+            if one_dst {
+                if let Some(l) = last.filter(|l| l.memo.is_some_and(|m| Some(m.2) == port)) {
+                    *o = Some(l);
+                    continue;
+                }
+            }
+            let memo = port.and_then(|port| {
                 let (s, q) = self.ns.ns(ns).memo(self.sockets_gen, d, port)?;
                 Some((s, q, port))
             });
@@ -969,6 +1031,9 @@ impl<'a> RxCtx<'a> {
                 memo,
                 slot: None,
             });
+            if one_dst && memo.is_some() {
+                last = *o;
+            }
         }
         let many_sockets = table.many_sockets();
         for (o, f) in owners[..n].iter_mut().zip(frames) {
@@ -1004,6 +1069,40 @@ impl<'a> RxCtx<'a> {
             .add(frames.iter().map(|f| f.len() as u64).sum());
         for (i, f) in frames.iter().enumerate() {
             self.frame(f, owners.get(i).copied().flatten());
+        }
+        self.end_rx_run();
+    }
+
+    /// Counts a remembered unicast datagram of `bytes` (IPv4 length) received for `ns`: in a
+    /// group of one flow into the run, otherwise straight into the counters.
+    #[inline(always)]
+    fn count_rx(&mut self, ns: NsId, bytes: u16) {
+        if !self.rx_run.gather {
+            let c = self.ns.ns(ns);
+            c.rx_packets.inc();
+            c.rx_bytes.add(u64::from(bytes));
+            return;
+        }
+        if self.rx_run.ns != ns {
+            self.end_rx_run();
+            self.rx_run.ns = ns;
+        }
+        self.rx_run.packets += 1;
+        self.rx_run.bytes += u64::from(bytes);
+    }
+
+    /// Adds the run `count_rx` gathered to its namespace's counters.
+    #[inline]
+    fn end_rx_run(&mut self) {
+        let RxRun {
+            ns, packets, bytes, ..
+        } = self.rx_run;
+        if packets > 0 {
+            let c = self.ns.ns(ns);
+            c.rx_packets.add(packets);
+            c.rx_bytes.add(bytes);
+            self.rx_run.packets = 0;
+            self.rx_run.bytes = 0;
         }
     }
 
@@ -1129,9 +1228,7 @@ impl<'a> RxCtx<'a> {
         queue: *const SocketQueue,
         u: &wire::UdpDatagram<'_>,
     ) {
-        let c = self.ns.ns(ns);
-        c.rx_packets.inc();
-        c.rx_bytes.add(u64::from(u.ip_len));
+        self.count_rx(ns, u.ip_len);
         let meta = self.unicast_meta(ns, sock, u);
         // The memo was written (`unicast`) from an `Arc` held by a snapshot with the sockets
         // generation of `self.table` (`memo` checks it), so `self.table`, which this poll
