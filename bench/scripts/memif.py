@@ -66,6 +66,8 @@ def kill_children():
 
 # --zero-copy: the generator is the memif server, receivers are zero-copy clients.
 ZERO_COPY = False
+# --burst: l3nsd's dataplane.burst (None: its default).
+BURST = None
 # With --zero-copy the generator starts first and runs this much longer than --seconds, the
 # time a receiver takes to start and connect.
 ZC_LEAD = 4
@@ -167,6 +169,7 @@ def run_l3nsd(d, rep, seconds, skip, idle_sleep_us, queue_depth, one_core):
 workers = [0]
 idle_sleep_us = {idle_sleep_us}
 queue_depth = {queue_depth}
+{f"burst = {BURST}" if BURST else ""}
 eal_args = ["--in-memory",{zc_eal} "-m", "256", "--no-pci", "--file-prefix", "l3ns-cmp-{pid}-{rep}", "-l", "0", "--log-level", "lib.eal:error"]
 
 [[port]]
@@ -363,6 +366,8 @@ def main():
     ap.add_argument("--queue-depth", type=int, default=1024,
                     help="l3nsd dataplane.queue_depth (the sink socket's buffer, in datagrams; "
                          "l3nsd's default 1024)")
+    ap.add_argument("--burst", type=int, default=None,
+                    help="l3nsd dataplane.burst (frames per receive burst; default l3nsd's)")
     ap.add_argument("--baseline", default="io",
                     help="testpmd server mode(s), comma-separated, each run in every "
                          "repetition: io (forward back out of the port, frames untouched), "
@@ -380,8 +385,9 @@ def main():
                          "l3nsd's own choice on two cores; reported as l3nsd-split)")
     ap.add_argument("--out", default="memif.json", help="file name in bench/results/")
     args = ap.parse_args()
-    global ZERO_COPY
+    global ZERO_COPY, BURST
     ZERO_COPY = args.zero_copy
+    BURST = args.burst
     if os.geteuid() != 0:
         sys.exit("needs root (hugepages)")
     baselines = args.baseline.split(",")
