@@ -76,15 +76,10 @@ fn push_bytes(to: &mut Vec<u8>, bytes: &[u8]) {
     to.reserve(len);
     let start = to.len();
     let spare = &mut to.spare_capacity_mut()[..len];
-    let mut put = |at: usize| {
+    let pieces = if len > 2 * PIECE { 4 } else { 2 };
+    for &at in &[0, len - PIECE, PIECE, len.saturating_sub(2 * PIECE)][..pieces] {
         let piece: &[u8; PIECE] = bytes[at..].first_chunk().expect("at <= len - PIECE");
         spare[at..at + PIECE].copy_from_slice(&piece.map(MaybeUninit::new));
-    };
-    put(0);
-    put(len - PIECE);
-    if len > 2 * PIECE {
-        put(PIECE);
-        put(len - 2 * PIECE);
     }
     // SAFETY: the pieces above initialised all `len` bytes after `start`, within capacity.
     #[allow(unsafe_code)]
