@@ -14,7 +14,6 @@ use crate::ring::Ring;
 use crate::types::{NsId, SocketId};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam::queue::SegQueue;
-use std::mem::MaybeUninit;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -60,34 +59,6 @@ impl Default for DgramMeta {
     }
 }
 
-/// Appends `bytes` to `to`. A payload of 16 to 64 bytes (a small datagram: a 64-byte frame
-/// carries 18 to 22) is written as fixed 16-byte pieces straight into the spare room — the
-/// first and last 16 bytes, and up to 32, also the 16 after the first and before the last,
-/// overlapping where it is shorter — so the copy stays inline: `extend_from_slice` calls out
-/// to `memcpy` for every datagram, a measurable part of the worker's time at line rate.
-#[inline(always)]
-fn push_bytes(to: &mut Vec<u8>, bytes: &[u8]) {
-    const PIECE: usize = 16;
-    let len = bytes.len();
-    if !(PIECE..=4 * PIECE).contains(&len) {
-        to.extend_from_slice(bytes);
-        return;
-    }
-    to.reserve(len);
-    let start = to.len();
-    let spare = &mut to.spare_capacity_mut()[..len];
-    let pieces = if len > 2 * PIECE { 4 } else { 2 };
-    for &at in &[0, len - PIECE, PIECE, len.saturating_sub(2 * PIECE)][..pieces] {
-        let piece: &[u8; PIECE] = bytes[at..].first_chunk().expect("at <= len - PIECE");
-        spare[at..at + PIECE].copy_from_slice(&piece.map(MaybeUninit::new));
-    }
-    // SAFETY: the pieces above initialised all `len` bytes after `start`, within capacity.
-    #[allow(unsafe_code)]
-    unsafe {
-        to.set_len(start + len)
-    };
-}
-
 /// Datagrams handed over together.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -130,7 +101,7 @@ impl Batch {
             len: payload.len() as u32,
             ..meta
         });
-        push_bytes(&mut self.bytes, payload);
+        self.bytes.extend_from_slice(payload);
     }
 
     pub fn len(&self) -> usize {
