@@ -64,6 +64,37 @@ def steps(quick):
     ]
 
 
+# What the benchmark binaries are built from: a binary older than the newest of these files
+# was probably built before the last change (cargo relinks a binary whenever one of them
+# changes, unless the change cannot reach it: a warning, not an error).
+SOURCES = ["dataplane/src", "dataplane/csrc", "control/src", "bench/src"]
+
+
+def stale_binaries(paths):
+    """(binary, newest source, its path) for each binary in `paths` older than the newest
+    source file under SOURCES (and the Cargo files)."""
+    newest, newest_path = 0.0, None
+    files = [os.path.join(common.REPO, "Cargo.lock")]
+    for d in SOURCES:
+        for root, _, names in os.walk(os.path.join(common.REPO, d)):
+            files += [os.path.join(root, n) for n in names]
+    for f in files:
+        try:
+            m = os.path.getmtime(f)
+        except OSError:
+            continue
+        if m > newest:
+            newest, newest_path = m, f
+    out = []
+    for b in paths:
+        try:
+            if os.path.getmtime(b) < newest:
+                out.append((b, os.path.relpath(newest_path, common.REPO)))
+        except OSError:
+            out.append((b, None))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,6 +110,16 @@ def main():
     if os.geteuid() != 0:
         print("all.py: not root: memif and kernel comparisons skipped", file=sys.stderr)
         skip |= {"memif", "kernel"}
+    used = [common.binary("l3ns-throughput")]
+    if not {"memif", "kernel"} <= skip:
+        used += [common.dpdk_binary("l3nsd"), common.dpdk_binary("l3nsctl")]
+    for b, src in stale_binaries(used):
+        if src is None:
+            print(f"all.py: {b} is missing: build it first (README.md here)", file=sys.stderr)
+            return 2
+        print(f"all.py: warning: {b} is older than {src}: rebuilt since the last change? "
+              "(cargo build --release; the dpdk ones with --features dpdk into "
+              "$L3NS_DPDK_BIN_DIR)", file=sys.stderr)
     lock = open(args.lock, "a")
     fcntl.flock(lock, fcntl.LOCK_EX)
     written, failed = {}, []
