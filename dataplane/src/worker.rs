@@ -188,8 +188,9 @@ struct Staging {
     wake_polls: u32,
     /// When consumers were last woken (see `WAKE_GAP`).
     last_wake: Option<Instant>,
-    /// (namespace, broadcast) of the batch being handed over: counted once it is taken.
-    scratch: Vec<(NsId, bool)>,
+    /// Runs (namespace, broadcast, datagrams) of the batch being handed over: counted once
+    /// the queue has taken it.
+    scratch: Vec<(NsId, bool, usize)>,
     /// Where each queue's entry in `open` is, once a poll has opened more than a few.
     index: OpenIndex,
 }
@@ -576,48 +577,43 @@ impl<P: Port> Worker<P> {
             #[allow(unsafe_code)]
             let queue = unsafe { &*queue.0 };
             let batch = std::mem::take(batch);
-            let (uniform, len) = (batch.uniform(), batch.len());
+            // The batch's runs of datagrams of one namespace and kind (one run for a batch of
+            // one flow, without walking it), so that the counters move once per run.
             scratch.clear();
-            if uniform.is_none() {
-                scratch.extend(batch.metas().iter().map(|m| (m.ns, m.broadcast)));
+            match batch.uniform() {
+                Some((ns, broadcast)) => scratch.push((ns, broadcast, batch.len())),
+                None => scratch.extend(
+                    batch
+                        .metas()
+                        .chunk_by(|a, b| (a.ns, a.broadcast) == (b.ns, b.broadcast))
+                        .map(|run| (run[0].ns, run[0].broadcast, run.len())),
+                ),
             }
-            let taken = match queue.offer(batch) {
+            let mut taken = match queue.offer(batch) {
                 Ok(taken) => taken,
                 Err(batch) => {
                     free.put(batch);
                     0
                 }
             };
-            if let Some((ns, broadcast)) = uniform {
-                let taken = taken.min(len);
-                let c = self.ns.ns(ns);
-                let cell = if broadcast {
-                    &c.broadcast_delivered
-                } else {
-                    &c.delivered
-                };
-                cell.add(taken as u64);
-                if taken < len {
-                    self.ns.tx(ns).drop(NsDrop::QueueFull, (len - taken) as u64);
+            // The queue took the first `taken` datagrams and refused the rest.
+            for &(ns, broadcast, n) in scratch.iter() {
+                let delivered = n.min(taken);
+                taken -= delivered;
+                if delivered > 0 {
+                    let c = self.ns.ns(ns);
+                    let cell = if broadcast {
+                        &c.broadcast_delivered
+                    } else {
+                        &c.delivered
+                    };
+                    cell.add(delivered as u64);
                 }
-                continue;
-            }
-            // One counter update per run of datagrams of the same namespace and kind.
-            let (taken, refused) = scratch.split_at(taken.min(scratch.len()));
-            for run in taken.chunk_by(|a, b| a == b) {
-                let (ns, broadcast) = run[0];
-                let c = self.ns.ns(ns);
-                let cell = if broadcast {
-                    &c.broadcast_delivered
-                } else {
-                    &c.delivered
-                };
-                cell.add(run.len() as u64);
-            }
-            for run in refused.chunk_by(|a, b| a.0 == b.0) {
-                self.ns
-                    .tx(run[0].0)
-                    .drop(NsDrop::QueueFull, run.len() as u64);
+                if delivered < n {
+                    self.ns
+                        .tx(ns)
+                        .drop(NsDrop::QueueFull, (n - delivered) as u64);
+                }
             }
         }
         // Consumers parked on these queues are woken after the round (`poll`); a queue
