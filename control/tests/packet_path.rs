@@ -132,6 +132,47 @@ fn r09_the_worker_memo_follows_new_sockets_and_specific_bindings() {
 }
 
 #[test]
+fn r09_a_group_to_one_address_on_several_ports_reaches_each_socket() {
+    // Every frame of the group to one address (the worker's one-flow path: one owner and
+    // one memo for the group), the ports interleaved: a frame whose port is not the
+    // memo's is still looked up on its own, and one to a closed port is refused.
+    let mut n = net();
+    let mut s7 = n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 7).unwrap();
+    let mut s8 = n.rt.udp_socket(n.web1, WEB1_IP, 8).unwrap();
+    for round in 0..3u8 {
+        n.inject([
+            udp_to(WEB1_IP, 7, &[round, 0]),
+            udp_to(WEB1_IP, 8, &[round, 1]),
+            udp_to(WEB1_IP, 7, &[round, 2]),
+            udp_to(WEB1_IP, 9, &[round, 3]),
+            udp_to(WEB1_IP, 8, &[round, 4]),
+            // Last to port 7, so that the next round's group starts with the memo answering
+            // its first frame (port 7) and not the others.
+            udp_to(WEB1_IP, 7, &[round, 5]),
+        ]);
+    }
+    for round in 0..3u8 {
+        for i in [0, 2, 5] {
+            assert_eq!(s7.try_recv().unwrap().payload, [round, i]);
+        }
+        for i in [1, 4] {
+            assert_eq!(s8.try_recv().unwrap().payload, [round, i]);
+        }
+    }
+    assert!(s7.try_recv().is_none() && s8.try_recv().is_none());
+    let w1 = n.rt.stats.ns(n.web1);
+    assert_eq!(
+        (w1.rx_packets, w1.delivered, w1.dropped_no_socket),
+        (18, 15, 3)
+    );
+    assert_eq!(
+        n.sent().len(),
+        3,
+        "one port unreachable per closed-port frame"
+    );
+}
+
+#[test]
 fn r09_a_poll_handing_to_many_queues_delivers_each_its_own_in_order() {
     // Eight sockets of web1 and one of web2, each a queue of its own, and every burst spread
     // over all of them: each poll hands over to nine queues at once (the worker then asks
