@@ -951,6 +951,12 @@ impl<'a> RxCtx<'a> {
     /// looked up for (the same lookup `classify` would make).
     #[inline]
     fn group(&mut self, frames: &[&[u8]]) {
+        // The port's receive counters once for the group (every frame counts, whatever
+        // becomes of it).
+        self.pc.rx_packets.add(frames.len() as u64);
+        self.pc
+            .rx_bytes
+            .add(frames.iter().map(|f| f.len() as u64).sum());
         let mut dst = [0u32; MAX_GROUP];
         let n = frames.len().min(MAX_GROUP);
         // The frames themselves are not asked for here: the DPDK port prefetches them as it
@@ -968,27 +974,20 @@ impl<'a> RxCtx<'a> {
             }
         }
         // A group of one flow (every frame to one destination: a busy service) looks its
-        // owner and its memo up once, not per frame; any other group as before, so that
+        // owner and its memo up once, not per frame; any other group as below, so that
         // traffic to many destinations pays nothing for it.
-        let one_dst = dst[..n].iter().all(|&d| d == dst[0]);
-        self.rx_run.gather = one_dst;
+        if n > 0 && dst[..n].iter().all(|&d| d == dst[0]) {
+            self.one_flow(frames, dst[0]);
+            return;
+        }
+        self.rx_run.gather = false;
         let table = self.table;
         let mut owner_ns: [Option<NsId>; MAX_GROUP] = [None; MAX_GROUP];
-        if one_dst {
-            if dst[0] != 0 {
-                let owner = self.family.owner_of(self.dev, dst[0]);
-                if let Some(ns) = owner {
+        for (o, &d) in owner_ns.iter_mut().zip(&dst[..n]) {
+            if d != 0 {
+                if let Some(ns) = self.family.owner_of(self.dev, d) {
                     prefetch::read(self.ns.ns(ns));
-                }
-                owner_ns[..n].fill(owner);
-            }
-        } else {
-            for (o, &d) in owner_ns.iter_mut().zip(&dst[..n]) {
-                if d != 0 {
-                    if let Some(ns) = self.family.owner_of(self.dev, d) {
-                        prefetch::read(self.ns.ns(ns));
-                        *o = Some(ns);
-                    }
+                    *o = Some(ns);
                 }
             }
         }
@@ -997,9 +996,6 @@ impl<'a> RxCtx<'a> {
         // otherwise the slot is asked for. The port is read where a header without IPv4
         // options has it (`frame` checks it against the parsed one).
         let mut owners: [Option<Owner<'a>>; MAX_GROUP] = [None; MAX_GROUP];
-        // In a group of one flow, the previous frame's owner with a memo: a frame to the same
-        // port has the same answer (nothing in between changed the memo).
-        let mut last: Option<Owner<'a>> = None;
         for (((o, ns), &d), f) in owners
             .iter_mut()
             .zip(&owner_ns[..n])
@@ -1007,29 +1003,8 @@ impl<'a> RxCtx<'a> {
             .zip(frames)
         {
             let Some(ns) = *ns else { continue };
-            let port = f.get(36..38).map(|p| u16::from_be_bytes([p[0], p[1]]));
-            if one_dst {
-                if let Some(l) = last.filter(|l| l.memo.is_some_and(|m| Some(m.2) == port)) {
-                    *o = Some(l);
-                    continue;
-                }
-            }
-            let memo = port.and_then(|port| {
-                let (s, q) = self.ns.ns(ns).memo(self.sockets_gen, d, port)?;
-                Some((s, q, port))
-            });
-            if memo.is_none() {
-                table.prefetch_namespace_slot(ns);
-            }
-            *o = Some(Owner {
-                dst: d,
-                ns,
-                memo,
-                slot: None,
-            });
-            if one_dst && memo.is_some() {
-                last = *o;
-            }
+            let port = wire::peek_udp_dst_port(f);
+            *o = Some(self.owner(ns, d, port));
         }
         let many_sockets = table.many_sockets();
         for (o, f) in owners[..n].iter_mut().zip(frames) {
@@ -1046,8 +1021,7 @@ impl<'a> RxCtx<'a> {
                     // not and there are many sockets, the socket table's slot misses too:
                     // ask for it. The port is read where a header without IPv4 options has
                     // it; for any other frame the hint is merely useless.
-                    if let Some(p) = f.get(36..38) {
-                        let port = u16::from_be_bytes([p[0], p[1]]);
+                    if let Some(port) = wire::peek_udp_dst_port(f) {
                         if let Some((id, None)) =
                             s.socket_and_queue(Proto::Udp, Ipv4Addr::from(d), port)
                         {
@@ -1057,14 +1031,51 @@ impl<'a> RxCtx<'a> {
                 }
             }
         }
-        // The port's receive counters once for the group (every frame counts, whatever
-        // becomes of it).
-        self.pc.rx_packets.add(frames.len() as u64);
-        self.pc
-            .rx_bytes
-            .add(frames.iter().map(|f| f.len() as u64).sum());
         for (i, f) in frames.iter().enumerate() {
             self.frame(f, owners.get(i).copied().flatten());
+        }
+        self.end_rx_run();
+    }
+
+    /// The owner `ns` of destination `dst` as the group hands it to `frame`: with the memo of
+    /// its worker line when that answers for `dst` and `port`, else without (and the
+    /// namespace's slot is asked for).
+    #[inline(always)]
+    fn owner(&mut self, ns: NsId, dst: u32, port: Option<u16>) -> Owner<'a> {
+        let memo = port.and_then(|port| {
+            let (s, q) = self.ns.ns(ns).memo(self.sockets_gen, dst, port)?;
+            Some((s, q, port))
+        });
+        if memo.is_none() {
+            self.table.prefetch_namespace_slot(ns);
+        }
+        Owner {
+            dst,
+            ns,
+            memo,
+            slot: None,
+        }
+    }
+
+    /// `group` for frames that all have the IPv4 destination `dst` (as peeked: `frame`
+    /// checks it against the parsed one, and the port against the memo's): one owner
+    /// look-up, one memo, one receive count (`RxRun`) for the whole group.
+    #[inline]
+    fn one_flow(&mut self, frames: &[&[u8]], dst: u32) {
+        self.rx_run.gather = true;
+        let mut owner = None;
+        if dst != 0 {
+            if let Some(ns) = self.family.owner_of(self.dev, dst) {
+                let port = wire::peek_udp_dst_port(frames[0]);
+                let mut o = self.owner(ns, dst, port);
+                if o.memo.is_none() {
+                    o.slot = self.table.ns_slot(ns);
+                }
+                owner = Some(o);
+            }
+        }
+        for f in frames {
+            self.frame(f, owner);
         }
         self.end_rx_run();
     }

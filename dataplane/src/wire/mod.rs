@@ -29,8 +29,8 @@ pub use ethernet::{EthernetFrame, EthernetHeader, MacAddr, BROADCAST_MAC};
 pub use icmp::IcmpPacket;
 pub use ipv4::{Ipv4Header, Ipv4Packet, DEFAULT_TTL};
 pub use parse::{
-    parse_frame, parse_frame_with, parse_udp_fast, peek_ipv4_dst, ArpFrame, Checksums, IcmpFrame,
-    Parsed, UdpDatagram, UdpFrame,
+    parse_frame, parse_frame_with, parse_udp_fast, peek_ipv4_dst, peek_udp_dst_port, ArpFrame,
+    Checksums, IcmpFrame, Parsed, UdpDatagram, UdpFrame,
 };
 pub use udp::UdpPacket;
 

@@ -188,6 +188,15 @@ pub fn parse_frame(frame: &[u8]) -> Result<Parsed<'_>, DropReason> {
     parse_frame_with(frame, Checksums::VERIFY_ALL)
 }
 
+/// The UDP destination port where a frame without IPv4 options has it, read without any
+/// validation — a hint, never a basis for a decision (the caller compares it with the parsed
+/// port before trusting anything looked up with it).
+#[inline(always)]
+pub fn peek_udp_dst_port(frame: &[u8]) -> Option<u16> {
+    let p = frame.get(36..38)?;
+    Some(u16::from_be_bytes([p[0], p[1]]))
+}
+
 /// The IPv4 destination of an Ethernet frame, read without any validation — a hint for
 /// prefetching (the worker's first pass over a burst), never a basis for a decision.
 #[inline(always)]
