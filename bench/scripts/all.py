@@ -2,7 +2,7 @@
 """Runs every issue-7 comparison, then writes their results into bench/RESULTS.md.
 
 One after another, each in its own process and each side by side within its run (see the
-scripts): scale.py over namespaces (1, 10,000, 100,000; its plot `scale.svg`, or `.png`
+scripts): scale.py over namespaces (1, 10, 10,000, 100,000; its plot `scale.svg`, or `.png`
 with matplotlib), scale.py over addresses (1,000 namespaces × 1 … 1,000), churn.py
 (10,000 and 100,000 changes/s), and as root memif.py (zero-copy, l3nsd on the receiving
 core alone and with its service thread on the generator's, against testpmd io-forward,
@@ -47,7 +47,7 @@ def steps(quick):
                                        "--out", "kernel.json"]),
         ]
     return [
-        ("scale", "scale.json", ["scale.py", "--namespaces", "1,10000,100000", "--addrs", "1",
+        ("scale", "scale.json", ["scale.py", "--namespaces", "1,10,10000,100000", "--addrs", "1",
                                  "--reps", "5", "--seconds", "2", "--out", "scale.json"]),
         ("addrs", "scale_addrs.json", ["scale.py", "--namespaces", "1000", "--addrs",
                                        "1,10,100,1000", "--reps", "1", "--seconds", "1",
