@@ -108,6 +108,9 @@ def scale_section(d, name, addrs):
         for p in points:
             ratio = p.get("mpps_ratio_vs_smallest")
             bns = p.get("rss_bytes_per_namespace")
+            if p["namespaces"] < 1000:
+                # A few namespaces add less than the peak RSS's own jitter (a MiB or two).
+                bns = None
             out.append(f"| {p['namespaces']:,} | {per} | {spread(p['unicast_mpps'])} | "
                        f"{'–' if ratio is None else f'{ratio:.2f}'} | "
                        f"{p['peak_rss_kib']['median'] / 1024:.1f} | "
