@@ -924,7 +924,7 @@ struct RxCtx<'a> {
     icmp_rate: u32,
     now: Instant,
     /// The receive counts of a run of remembered unicast datagrams to one namespace, added to
-    /// its counters when the run ends (`count_rx`) or the group does (`group`): one counter
+    /// its counters when the run ends (`count_rx`) or the group does (`one_flow`): one counter
     /// update per run instead of per datagram.
     rx_run: RxRun,
 }
@@ -935,8 +935,8 @@ struct RxRun {
     ns: NsId,
     packets: u64,
     bytes: u64,
-    /// The group is one flow: gather (with many destinations a run is one datagram long, and
-    /// gathering would only add work).
+    /// Set only while `one_flow` handles a group: gather (with many destinations a run is
+    /// one datagram long, and gathering would only add work).
     gather: bool,
 }
 
@@ -980,7 +980,6 @@ impl<'a> RxCtx<'a> {
             self.one_flow(frames, dst[0]);
             return;
         }
-        self.rx_run.gather = false;
         let table = self.table;
         let mut owner_ns: [Option<NsId>; MAX_GROUP] = [None; MAX_GROUP];
         for (o, &d) in owner_ns.iter_mut().zip(&dst[..n]) {
@@ -1034,7 +1033,6 @@ impl<'a> RxCtx<'a> {
         for (i, f) in frames.iter().enumerate() {
             self.frame(f, owners.get(i).copied().flatten());
         }
-        self.end_rx_run();
     }
 
     /// The owner `ns` of destination `dst` as the group hands it to `frame`: with the memo of
@@ -1078,6 +1076,7 @@ impl<'a> RxCtx<'a> {
             self.frame(f, owner);
         }
         self.end_rx_run();
+        self.rx_run.gather = false;
     }
 
     /// Counts a remembered unicast datagram of `bytes` (IPv4 length) received for `ns`: in a

@@ -8,8 +8,9 @@
 //!   `Send` and meant to be owned by one worker thread.
 //! - Received frames are handed to the worker straight from the mbufs (no copy), then the whole
 //!   burst is freed at once (one put back into the pool's cache when, as usual, every mbuf is
-//!   a lone single-segment one; `rte_pktmbuf_free_bulk` otherwise); frames to send are built in place in
-//!   mbufs taken from a small per-queue stash, and go out with one `rte_eth_tx_burst` per flush.
+//!   a lone single-segment one; `rte_pktmbuf_free_bulk` otherwise); frames to send are built
+//!   in place in mbufs taken from a small per-queue stash, and go out with one
+//!   `rte_eth_tx_burst` per flush.
 //!
 //! DPDK's burst and mbuf functions are `static inline`; `csrc/l3ns_dpdk_shim.c` exports
 //! wrappers, declared in the private `ffi` module below (no bindgen). The shim returns data
