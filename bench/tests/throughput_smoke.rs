@@ -22,7 +22,8 @@ fn unicast_on_a_small_setup_accounts_for_every_packet() {
     unicast_accounts_for_every_packet(&[]);
 }
 
-/// As l3nsd does, a queue per socket (the consumer drains ten).
+/// As l3nsd does, a queue per socket: the consumer finds the ten queues to drain by their
+/// ready bits, as l3nsd's service thread does.
 #[test]
 fn unicast_with_a_queue_per_namespace_accounts_for_every_packet() {
     unicast_accounts_for_every_packet(&["--queue-per-ns"]);
@@ -41,6 +42,11 @@ fn unicast_accounts_for_every_packet(extra: &[&str]) {
         u(s, "deliveries") + u(s, "dropped"),
         packets,
         "every packet is delivered or counted as dropped: {s}"
+    );
+    assert_eq!(
+        u(s, "consumed"),
+        u(s, "deliveries"),
+        "the consumer took every datagram delivered: {s}"
     );
     assert!(s["mpps"].as_f64().is_some_and(|m| m > 0.0), "{s}");
 }
