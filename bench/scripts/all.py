@@ -2,8 +2,10 @@
 """Runs every issue-7 comparison, then writes their results into bench/RESULTS.md.
 
 One after another, each in its own process and each side by side within its run (see the
-scripts): scale.py over namespaces (1, 10, 10,000, 100,000; its plot `scale.svg`, or `.png`
-with matplotlib), scale.py over addresses (1,000 namespaces × 1 … 1,000), churn.py
+scripts): scale.py over namespaces (1, 10, 10,000, 100,000) with one socket queue shared by
+every socket, and again (1, 10, 1,000, 100,000) with a queue per namespace as l3nsd makes
+(`--queue-per-ns`; both in one plot, `scale.svg`, or `.png` with matplotlib), scale.py over
+addresses (1,000 namespaces × 1 … 1,000), churn.py
 (10,000 and 100,000 changes/s), and as root memif.py (zero-copy, l3nsd on the receiving
 core alone and with its service thread on the generator's, against testpmd io-forward,
 macswap and rxonly) and kernel.py (1, 10 and 100 namespaces at 100,000 pps); then
@@ -33,6 +35,9 @@ def steps(quick):
             ("scale", "scale.json", ["scale.py", "--namespaces", "1,1000", "--addrs", "1",
                                      "--reps", "1", "--seconds", "1", "--frames", "256",
                                      "--out", "scale.json"]),
+            ("scale_per_socket", "scale_per_socket.json",
+             ["scale.py", "--namespaces", "1,1000", "--addrs", "1", "--reps", "1", "--seconds",
+              "1", "--frames", "256", "--queue-per-ns", "--out", "scale_per_socket.json"]),
             ("addrs", "scale_addrs.json", ["scale.py", "--namespaces", "10", "--addrs", "1,10",
                                            "--reps", "1", "--seconds", "1", "--frames", "256",
                                            "--out", "scale_addrs.json"]),
@@ -49,6 +54,9 @@ def steps(quick):
     return [
         ("scale", "scale.json", ["scale.py", "--namespaces", "1,10,10000,100000", "--addrs", "1",
                                  "--reps", "5", "--seconds", "2", "--out", "scale.json"]),
+        ("scale_per_socket", "scale_per_socket.json",
+         ["scale.py", "--namespaces", "1,10,1000,100000", "--addrs", "1", "--reps", "3",
+          "--seconds", "2", "--queue-per-ns", "--out", "scale_per_socket.json"]),
         ("addrs", "scale_addrs.json", ["scale.py", "--namespaces", "1000", "--addrs",
                                        "1,10,100,1000", "--reps", "1", "--seconds", "1",
                                        "--out", "scale_addrs.json"]),
@@ -63,6 +71,11 @@ def steps(quick):
                                    "--out", "kernel.json"]),
     ]
 
+
+# The scale plot's two series (short, to fit its legend; no commas: `scale.py --plot-only`
+# splits on them).
+SHARED_LABEL = "one shared queue"
+PER_SOCKET_LABEL = "queue per namespace"
 
 # What the benchmark binaries are built from: a binary older than the newest of these files
 # was probably built before the last change (cargo relinks a binary whenever one of them
@@ -98,7 +111,8 @@ def stale_binaries(paths):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--skip", default="", help="comma-separated: scale,addrs,churn,memif,kernel")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated: scale,scale_per_socket,addrs,churn,memif,kernel")
     ap.add_argument("--quick", action="store_true", help="one short repetition each")
     ap.add_argument("--tag", default="",
                     help="appended to every output name (scale_TAG.json, ...), so that a run "
@@ -137,8 +151,15 @@ def main():
         else:
             failed.append(name)
             print(f"all.py: {name} failed (exit {r.returncode})", file=sys.stderr)
+    if "scale" in written and "scale_per_socket" in written:
+        # One plot of both: the shared queue and a queue per namespace, as l3nsd makes.
+        both = (f"{written['scale']}={SHARED_LABEL},"
+                f"{written['scale_per_socket']}={PER_SOCKET_LABEL}")
+        subprocess.run([sys.executable, os.path.join(HERE, "scale.py"), "--plot-only", both,
+                        "--out", written["scale"]], check=True)
     report = [sys.executable, os.path.join(HERE, "report.py"), "--md", args.md]
-    for name, flag in (("scale", "--scale"), ("addrs", "--addrs"), ("churn", "--churn"),
+    for name, flag in (("scale", "--scale"), ("addrs", "--addrs"),
+                       ("scale_per_socket", "--scale-per-socket"), ("churn", "--churn"),
                        ("memif", "--memif"), ("kernel", "--kernel")):
         if name in written:
             report += [flag, written[name]]

@@ -288,10 +288,38 @@ fn all_py_runs_the_comparisons_and_report_py_writes_them_into_the_results_file()
         median(&points[1]["unicast_mpps"]),
     );
     let want = format!(
-        "| throughput from 1 to 1,000 namespaces (unicast, one worker core) | {:.2}× ({a:.2} → {b:.2} Mpps) |",
+        "| throughput from 1 to 1,000 namespaces (unicast, one worker core, one socket queue shared by every socket) | {:.2}× ({a:.2} → {b:.2} Mpps) |",
         b / a
     );
     assert!(block.contains(&want), "{want}\nnot in\n{block}");
+    // The same with a socket queue per namespace, as l3nsd makes: a row of context, its
+    // table, and its series in the one plot.
+    let per_socket = json("scale_per_socket.json");
+    assert_eq!(per_socket["machine"]["queue_per_ns"], true);
+    let points = per_socket["series"]["1"].as_array().unwrap();
+    let (a, b) = (
+        median(&points[0]["unicast_mpps"]),
+        median(&points[1]["unicast_mpps"]),
+    );
+    let want = format!(
+        "| context: throughput from 1 to 1,000 namespaces with a socket queue per namespace, as l3nsd makes | {:.2}× ({a:.2} → {b:.2} Mpps) | not a target | – |",
+        b / a
+    );
+    assert!(block.contains(&want), "{want}\nnot in\n{block}");
+    assert!(
+        block.contains("### Scale with a socket queue per namespace"),
+        "{block}"
+    );
+    let plot = ["scale.svg", "scale.png"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(dir.0.join(f)).ok())
+        .expect("a plot next to scale.json");
+    if plot.starts_with("<svg") {
+        assert!(
+            plot.contains("one shared queue") && plot.contains("queue per namespace"),
+            "both series in the plot: {plot}"
+        );
+    }
     assert!(
         block.contains("Plot of throughput against namespaces: `bench/results/scale."),
         "{block}"
@@ -306,6 +334,7 @@ fn all_py_runs_the_comparisons_and_report_py_writes_them_into_the_results_file()
             Command::new("python3")
                 .arg(script("report.py"))
                 .args(["--scale", "scale.json", "--addrs", "scale_addrs.json"])
+                .args(["--scale-per-socket", "scale_per_socket.json"])
                 .args(["--churn", "churn.json", "--md"])
                 .arg(&md)
                 .args(extra),
