@@ -65,6 +65,12 @@ def run_of(m, name):
             f"{m.get('nproc', '?')}, kernel {m.get('kernel', '?')}, load {load1} at start")
 
 
+def mpps_ratio(first, last):
+    """The ratio of two scale points' median Mpps, and how the tables show it."""
+    a, b = first["unicast_mpps"]["median"], last["unicast_mpps"]["median"]
+    return b / a, f"{b / a:.2f}× ({a:.2f} → {b:.2f} Mpps)"
+
+
 def scale_section(d, name, addrs):
     """`d` None: the address series alone."""
     rows, out = [], []
@@ -72,12 +78,10 @@ def scale_section(d, name, addrs):
     s1 = series.get("1") or next(iter(series.values()), [])
     if len(s1) >= 2:
         first, last = s1[0], s1[-1]
-        ratio = last["unicast_mpps"]["median"] / first["unicast_mpps"]["median"]
+        ratio, got = mpps_ratio(first, last)
         rows.append((f"throughput from {first['namespaces']:,} to {last['namespaces']:,} "
                      f"namespaces (unicast, one worker core, one socket queue shared by "
-                     f"every socket)",
-                     f"{ratio:.2f}× ({first['unicast_mpps']['median']:.2f} → "
-                     f"{last['unicast_mpps']['median']:.2f} Mpps)",
+                     f"every socket)", got,
                      f"≥ {SCALE_MIN_RATIO}×", ratio >= SCALE_MIN_RATIO, name))
         # Context, not a target: one namespace with one address receives one flow, which the
         # worker handles once per burst; from ten namespaces on every burst goes to many
@@ -85,12 +89,9 @@ def scale_section(d, name, addrs):
         # cost from what many destinations do (bench/RESULTS.md, sixteenth sitting).
         second = s1[1]
         if len(s1) >= 3 and second["namespaces"] <= 100:
-            r2 = last["unicast_mpps"]["median"] / second["unicast_mpps"]["median"]
             rows.append((f"context: throughput from {second['namespaces']:,} to "
                          f"{last['namespaces']:,} namespaces (every burst to many destinations)",
-                         f"{r2:.2f}× ({second['unicast_mpps']['median']:.2f} → "
-                         f"{last['unicast_mpps']['median']:.2f} Mpps)",
-                         "not a target", None, name))
+                         mpps_ratio(second, last)[1], "not a target", None, name))
         per_ns = last.get("rss_bytes_per_namespace")
         if per_ns is not None:
             rows.append(("process memory per namespace (peak RSS)", f"{per_ns:,.0f} B",
@@ -146,12 +147,9 @@ def scale_per_socket_section(d, name):
     s1 = d.get("series", {}).get("1") or next(iter(d.get("series", {}).values()), [])
     if len(s1) >= 2:
         first, last = s1[0], s1[-1]
-        ratio = last["unicast_mpps"]["median"] / first["unicast_mpps"]["median"]
         rows.append((f"context: throughput from {first['namespaces']:,} to "
                      f"{last['namespaces']:,} namespaces with a socket queue per namespace, "
-                     f"as l3nsd makes",
-                     f"{ratio:.2f}× ({first['unicast_mpps']['median']:.2f} → "
-                     f"{last['unicast_mpps']['median']:.2f} Mpps)",
+                     f"as l3nsd makes", mpps_ratio(first, last)[1],
                      "not a target", None, name))
     out.append(f"### Scale with a socket queue per namespace (`{d['command']}`)\n")
     out.append(run_of(d["machine"], name) + "\n")

@@ -539,13 +539,7 @@ fn r08_r09_the_short_and_the_full_parse_deliver_and_count_alike() {
     let mut n = net();
     let mut s = n.rt.udp_socket(n.web1, Ipv4Addr::UNSPECIFIED, 9).unwrap();
     let plain = udp_to(WEB1_IP, 9, b"plain");
-    // Four NOP options: IHL 6, total length + 4; the UDP checksum does not cover them.
-    let mut options = udp_to(WEB1_IP, 9, b"options");
-    options.splice(34..34, [1u8, 1, 1, 1]);
-    options[14] = 0x46;
-    let total = u16::from_be_bytes([options[16], options[17]]) + 4;
-    options[16..18].copy_from_slice(&total.to_be_bytes());
-    fix_ipv4_checksum(&mut options);
+    let options = with_ipv4_options(udp_to(WEB1_IP, 9, b"options"));
     let group = udp_frame([0x01, 0, 0x5e, 0, 0, 1], PEER, WEB1_IP, 40000, 9, b"group");
     let other_host = udp_frame([0x02, 0, 0, 0, 0, 0x77], PEER, WEB1_IP, 40000, 9, b"no");
     let ip_bytes: u64 = [&plain, &options, &group]
@@ -595,12 +589,7 @@ fn r08_r09_a_remembered_flow_still_checks_each_frame() {
     // The first datagram leaves the memo answering for (WEB1_IP, 9).
     n.inject([udp_to(WEB1_IP, 9, b"warm")]);
     assert_eq!(s.try_recv().unwrap().payload, b"warm");
-    let mut options = udp_to(WEB1_IP, 9, b"options");
-    options.splice(34..34, [1u8, 1, 1, 1]);
-    options[14] = 0x46;
-    let total = u16::from_be_bytes([options[16], options[17]]) + 4;
-    options[16..18].copy_from_slice(&total.to_be_bytes());
-    fix_ipv4_checksum(&mut options);
+    let options = with_ipv4_options(udp_to(WEB1_IP, 9, b"options"));
     let mut bad_sum = udp_to(WEB1_IP, 9, b"bad sum");
     *bad_sum.last_mut().unwrap() ^= 0x55;
     let other_host = udp_frame([0x02, 0, 0, 0, 0, 0x77], PEER, WEB1_IP, 40000, 9, b"other");
@@ -624,6 +613,17 @@ fn r08_r09_a_remembered_flow_still_checks_each_frame() {
     );
     let w1 = n.rt.stats.ns(n.web1);
     assert_eq!((w1.rx_packets, w1.delivered), (5, 5));
+}
+
+/// `frame` with four NOP options in its IPv4 header: IHL 6, total length + 4 (the UDP
+/// checksum does not cover them).
+fn with_ipv4_options(mut frame: Vec<u8>) -> Vec<u8> {
+    frame.splice(34..34, [1u8, 1, 1, 1]);
+    frame[14] = 0x46;
+    let total = u16::from_be_bytes([frame[16], frame[17]]) + 4;
+    frame[16..18].copy_from_slice(&total.to_be_bytes());
+    fix_ipv4_checksum(&mut frame);
+    frame
 }
 
 /// Recomputes the IPv4 header checksum after a test edited the header.
