@@ -902,6 +902,15 @@ struct Owner<'a> {
     slot: Option<&'a NsSlot>,
 }
 
+impl Owner<'_> {
+    /// Whether this owner stands for a datagram to `dst` (host order): the destination it
+    /// was looked up for, unless that is the limited broadcast (which no namespace owns).
+    #[inline(always)]
+    fn answers(&self, dst: u32) -> bool {
+        self.dst == dst && dst != u32::MAX
+    }
+}
+
 /// Everything the receive callback needs, borrowed for one burst.
 struct RxCtx<'a> {
     table: &'a OwnerTable,
@@ -1074,10 +1083,7 @@ impl<'a> RxCtx<'a> {
                 owner = Some(o);
             }
         }
-        match owner
-            .filter(|_| dst != u32::MAX)
-            .and_then(|o| Some((o, o.memo?)))
-        {
+        match owner.and_then(|o| Some((o, o.memo?))) {
             Some((o, memo)) => self.one_flow_remembered(frames, o, memo),
             None => {
                 for f in frames {
@@ -1108,8 +1114,8 @@ impl<'a> RxCtx<'a> {
         for f in frames {
             match wire::parse_udp_fast(f) {
                 Some(d)
-                    if (d.is_group() || d.eth_dst == self.mac)
-                        && u32::from(d.dst) == o.dst
+                    if self.for_this_host(&d)
+                        && o.answers(u32::from(d.dst))
                         && d.dst_port == port =>
                 {
                     self.count_rx(o.ns, d.ip_len);
@@ -1154,17 +1160,23 @@ impl<'a> RxCtx<'a> {
         }
     }
 
+    /// Whether a datagram's Ethernet destination is this port's MAC or a group address.
+    #[inline(always)]
+    fn for_this_host(&self, d: &wire::UdpDatagram<'_>) -> bool {
+        d.is_group() || d.eth_dst == self.mac
+    }
+
     #[inline]
     fn frame(&mut self, frame: &[u8], owner: Option<Owner<'a>>) {
         // The common frame — valid UDP, no IPv4 options, to a local unicast address — takes
         // the short way; everything else (and every drop) goes through `parse_frame` as
         // before. No counter moves before the paths part, so the result is the same.
         if let Some(d) = wire::parse_udp_fast(frame) {
-            if d.is_group() || d.eth_dst == self.mac {
+            if self.for_this_host(&d) {
                 let dst = u32::from(d.dst);
                 // `classify` without a second lookup: an owner, unless limited broadcast.
                 let owner = match owner {
-                    Some(o) if o.dst == dst && dst != u32::MAX => match o.memo {
+                    Some(o) if o.answers(dst) => match o.memo {
                         Some((sock, q, port)) if port == d.dst_port => {
                             self.unicast_remembered(o.ns, sock, q, &d);
                             return;
