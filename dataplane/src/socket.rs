@@ -363,6 +363,17 @@ impl ReadySet {
         }
     }
 
+    /// Worker side: sets the bits of each `(word, bits)`, word `w` holding bits `64 * w`
+    /// to `64 * w + 63` (words beyond the room made are ignored).
+    pub fn mark_words(&self, words: &[(usize, u64)]) {
+        let chunks = self.chunks.load();
+        for &(w, bits) in words {
+            if let Some(c) = chunks.get(w / READY_WORDS) {
+                c.0[w % READY_WORDS].fetch_or(bits, Ordering::SeqCst);
+            }
+        }
+    }
+
     /// Consumer side: clears every set bit and hands each to `f`.
     pub fn take(&self, mut f: impl FnMut(usize)) {
         for (ci, c) in self.chunks.load().iter().enumerate() {
@@ -388,6 +399,79 @@ impl ReadySet {
             .load()
             .iter()
             .any(|c| c.0.iter().any(|w| w.load(Ordering::SeqCst) != 0))
+    }
+}
+
+/// A worker's ready bits of one round, gathered and set together after its hand-offs
+/// ([`ReadyMarks::publish`]): one locked `or` per word of 64 queues instead of one per queue,
+/// and no look-up of the queue's consumer per hand-off (with a queue per socket nearly every
+/// datagram is a hand-off of its own, and the two `ArcSwap` loads and the locked `or` of
+/// [`SocketQueue::offer`]'s mark were a third of the hand-off's time).
+///
+/// It keeps the consumer thread's [`Waiter`] it last gathered for (one thread serves every
+/// socket with a bit in l3nsd); a queue of another consumer thread is marked at once, as
+/// `offer` does. Holding the `Arc` keeps the waiter's address, which queues give as its key
+/// ([`SocketQueue::ready_target`]), from being reused by another while it is held.
+#[derive(Debug, Default)]
+pub struct ReadyMarks {
+    waiter: Option<Arc<Waiter>>,
+    key: usize,
+    /// (word, bits) to set, in the order first touched; a word may appear more than once.
+    words: Vec<(usize, u64)>,
+}
+
+/// How far back `ReadyMarks::mark` looks for the word of a bit among the words gathered.
+const MARK_SCAN: usize = 8;
+
+impl ReadyMarks {
+    /// Gathers `q`'s ready bit, if it has one: call after a hand-off to `q` and
+    /// [`ReadyMarks::publish`] before waking consumers.
+    #[inline]
+    pub fn mark(&mut self, q: &SocketQueue) {
+        let Some((key, bit)) = q.ready_target() else {
+            return;
+        };
+        if key != self.key && !self.adopt(q, key) {
+            q.mark_ready();
+            return;
+        }
+        let (word, b) = (bit / 64, 1u64 << (bit % 64));
+        let n = self.words.len();
+        match self.words[n.saturating_sub(MARK_SCAN)..]
+            .iter_mut()
+            .find(|(w, _)| *w == word)
+        {
+            Some((_, bits)) => *bits |= b,
+            None => self.words.push((word, b)),
+        }
+    }
+
+    /// Takes `q`'s consumer as the one to gather for, when nothing is gathered for another.
+    #[cold]
+    fn adopt(&mut self, q: &SocketQueue, key: usize) -> bool {
+        if !self.words.is_empty() {
+            return false;
+        }
+        match q.waiter.load_full() {
+            Some(w) if Arc::as_ptr(&w) as usize == key => {
+                self.waiter = Some(w);
+                self.key = key;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sets the bits gathered.
+    #[inline]
+    pub fn publish(&mut self) {
+        if self.words.is_empty() {
+            return;
+        }
+        if let Some(w) = &self.waiter {
+            w.ready.mark_words(&self.words);
+        }
+        self.words.clear();
     }
 }
 
@@ -627,6 +711,9 @@ pub struct SocketQueue {
     waiter: ArcSwapOption<Waiter>,
     /// This queue's bit in its waiter's [`ReadySet`] (`usize::MAX`: none).
     ready_bit: AtomicUsize,
+    /// The address of `waiter`'s thread (0: none), stored after it: what [`ReadyMarks`]
+    /// compares without loading `waiter`.
+    waiter_key: AtomicUsize,
 }
 
 impl SocketQueue {
@@ -645,6 +732,7 @@ impl SocketQueue {
             overflow: AtomicU64::new(0),
             waiter: ArcSwapOption::empty(),
             ready_bit: AtomicUsize::new(usize::MAX),
+            waiter_key: AtomicUsize::new(0),
         })
     }
 
@@ -654,6 +742,8 @@ impl SocketQueue {
         let current = self.waiter.load();
         if !current.as_ref().is_some_and(|w| Arc::ptr_eq(w, waiter)) {
             self.waiter.store(Some(waiter.clone()));
+            self.waiter_key
+                .store(Arc::as_ptr(waiter) as usize, Ordering::SeqCst);
         }
     }
 
@@ -668,12 +758,26 @@ impl SocketQueue {
     /// Worker side, at each hand-off (so before it looks whether to wake the consumer): sets
     /// this queue's bit in its consumer's ready set, if it has one.
     #[inline]
-    fn mark_ready(&self) {
+    pub fn mark_ready(&self) {
         let bit = self.ready_bit.load(Ordering::Relaxed);
         if bit != usize::MAX {
             if let Some(w) = &*self.waiter.load() {
                 w.ready.mark(bit);
             }
+        }
+    }
+
+    /// Worker side: the key of the consumer thread registered with a ready bit (its
+    /// waiter's address) and the bit, if the queue has one.
+    #[inline]
+    pub fn ready_target(&self) -> Option<(usize, usize)> {
+        let bit = self.ready_bit.load(Ordering::Relaxed);
+        if bit == usize::MAX {
+            return None;
+        }
+        match self.waiter_key.load(Ordering::Relaxed) {
+            0 => None,
+            key => Some((key, bit)),
         }
     }
 
@@ -748,7 +852,16 @@ impl SocketQueue {
     /// Worker side: hands a batch over. The queue fills to its depth like a socket buffer:
     /// it takes the first datagrams that fit, drops the rest of the batch (counted in
     /// `overflow`) and returns how many it took; `Err` gives the batch back when it took none.
-    pub fn offer(&self, mut batch: Batch) -> Result<usize, Batch> {
+    pub fn offer(&self, batch: Batch) -> Result<usize, Batch> {
+        let taken = self.offer_unmarked(batch)?;
+        self.mark_ready();
+        Ok(taken)
+    }
+
+    /// [`SocketQueue::offer`] without setting the queue's ready bit: the caller gathers it
+    /// in its [`ReadyMarks`] and publishes them before it wakes consumers.
+    #[inline]
+    pub fn offer_unmarked(&self, mut batch: Batch) -> Result<usize, Batch> {
         let n = batch.len();
         if self.closed.load(Ordering::Relaxed) || n == 0 {
             return Err(batch);
@@ -767,9 +880,6 @@ impl SocketQueue {
         self.batches
             .get_or_init(|| Box::new(Rings::new(self.depth)))
             .push(batch, &self.spilled);
-        // With the batch, not with the wake-up: a worker defers those (`Worker::poll`), and
-        // a consumer that wakes on its own timer must find the queue marked.
-        self.mark_ready();
         let depth_now = now - excess;
         if depth_now > self.high_water.load(Ordering::Relaxed) {
             self.high_water.store(depth_now, Ordering::Relaxed);
@@ -1250,6 +1360,50 @@ mod tests {
         assert_eq!(got, vec![5, 99, READY_BITS + 7, 3 * READY_BITS - 1]);
         assert!(!r.any());
         r.take(|_| panic!("taken twice"));
+    }
+
+    /// A worker's marks of a round (`ReadyMarks`): set when published, one word at a time,
+    /// for the consumer it gathers for; a queue of another consumer is marked at once.
+    #[test]
+    fn ready_marks_are_set_together_at_publish_and_another_consumer_s_at_once() {
+        let pools = BatchPools::new(1, 8);
+        let w = Waiter::current();
+        let other = std::thread::spawn(Waiter::current).join().unwrap();
+        // Bits 0..130 span three words.
+        let qs: Vec<_> = (0..130)
+            .map(|_| SocketQueue::new(64, pools.clone()))
+            .collect();
+        for (i, q) in qs.iter().enumerate() {
+            q.set_ready_bit(&w, i);
+        }
+        let q_other = SocketQueue::new(64, pools.clone());
+        q_other.set_ready_bit(&other, 7);
+        let q_plain = SocketQueue::new(64, pools);
+        let mut marks = ReadyMarks::default();
+        for q in [
+            &qs[3], &qs[64], &qs[129], &qs[5], &q_other, &q_plain, &qs[3],
+        ] {
+            marks.mark(q);
+        }
+        assert!(!w.ready.any(), "the first consumer's bits wait for publish");
+        let mut got = Vec::new();
+        other.ready.take(|b| got.push(b));
+        assert_eq!(got, vec![7], "a second consumer's bit is set at once");
+        marks.publish();
+        let mut got = Vec::new();
+        w.ready.take(|b| got.push(b));
+        assert_eq!(got, vec![3, 5, 64, 129]);
+        // Nothing gathered: the next round may gather for the other consumer.
+        marks.mark(&q_other);
+        marks.mark(&qs[1]);
+        assert!(!other.ready.any());
+        let mut got = Vec::new();
+        w.ready.take(|b| got.push(b));
+        assert_eq!(got, vec![1]);
+        marks.publish();
+        let mut got = Vec::new();
+        other.ready.take(|b| got.push(b));
+        assert_eq!(got, vec![7]);
     }
 
     /// The ready bit and the park: a hand-off sets the bit, so one made before the consumer

@@ -10,7 +10,9 @@ use crate::counters::{NsDrop, NsWriter, PortCounters, PortDrop, WorkerCounters};
 use crate::owner_table::{Dest, NsSlot, OwnerTable};
 use crate::port::{Port, MAX_GROUP};
 use crate::prefetch;
-use crate::socket::{Batch, BatchPools, DgramMeta, FreeBatches, OfferStep, SocketQueue};
+use crate::socket::{
+    Batch, BatchPools, DgramMeta, FreeBatches, OfferStep, ReadyMarks, SocketQueue,
+};
 use crate::types::{DevId, NsId, Proto, SocketId};
 use crate::wire::{self, ArpOp, FrameAddrs, MacAddr, Parsed, BROADCAST_MAC, DEFAULT_TTL};
 use arc_swap::ArcSwap;
@@ -245,6 +247,10 @@ struct Staging {
     scratch: Vec<(NsId, bool, usize)>,
     /// Where each queue's entry in `open` is, once a poll has opened more than a few.
     index: OpenIndex,
+    /// The ready bits of the queues handed batches in a round, set together after the
+    /// hand-offs: with the batch, before the wake-up (a consumer that wakes on its own timer
+    /// must find the queue marked).
+    marks: ReadyMarks,
 }
 
 impl Staging {
@@ -258,6 +264,7 @@ impl Staging {
             last_wake: None,
             scratch: Vec::new(),
             index: OpenIndex::new(),
+            marks: ReadyMarks::default(),
         }
     }
 }
@@ -600,6 +607,7 @@ impl<P: Port> Worker<P> {
             to_wake,
             to_wake_held,
             index,
+            marks,
             ..
         } = &mut self.staging;
         if open.is_empty() {
@@ -632,8 +640,11 @@ impl<P: Port> Worker<P> {
                         .map(|run| (run[0].ns, run[0].broadcast, run.len())),
                 ),
             }
-            let mut taken = match queue.offer(batch) {
-                Ok(taken) => taken,
+            let mut taken = match queue.offer_unmarked(batch) {
+                Ok(taken) => {
+                    marks.mark(queue);
+                    taken
+                }
                 Err(batch) => {
                     free.put(batch);
                     0
@@ -659,6 +670,7 @@ impl<P: Port> Worker<P> {
                 }
             }
         }
+        marks.publish();
         // Consumers parked on these queues are woken after the round (`poll`); a queue
         // handed batches in consecutive rounds is listed once. The snapshot keeps them alive
         // until then.
