@@ -41,8 +41,9 @@
 use crate::error::ControlError;
 use crate::runtime::Runtime;
 use l3ns_dataplane::api::UdpSocket;
+use l3ns_dataplane::counters::{NsDrop, NsWriter, Stats};
 use l3ns_dataplane::errno::Errno;
-use l3ns_dataplane::socket::{DgramMeta, Waiter};
+use l3ns_dataplane::socket::{Batch, BatchPools, DgramMeta, Waiter};
 use l3ns_dataplane::types::{SocketId, Subnet};
 use l3ns_dataplane::worker::Shared;
 use std::collections::HashMap;
@@ -199,6 +200,7 @@ impl Services {
             sock,
             kind,
             shared: rt.shared.clone(),
+            stats: rt.stats.clone(),
         };
         self.commands
             .send(Command::Add(entry))
@@ -253,6 +255,8 @@ struct Entry {
     sock: UdpSocket,
     kind: Kind,
     shared: Arc<Shared>,
+    /// Where the thread takes its writer for `ns_gone` from (see `Mail`).
+    stats: Arc<Stats>,
 }
 
 enum Kind {
@@ -312,9 +316,60 @@ impl Slots {
     }
 }
 
+/// Batches of mail taken per round at most, before the thread looks at its commands and its
+/// attached processes again (it does not park while mail waits).
+const MAIL_PER_ROUND: usize = 64;
+
+impl Slots {
+    /// Hands each datagram of a batch of mail (`Waiter::accept_mail`) to its socket's
+    /// service. Datagrams of a socket closed since the worker posted them are counted
+    /// `ns_gone`, as those its queue still held are by the control thread.
+    fn take_mail(
+        &mut self,
+        mail: &Batch,
+        gone: &mut Option<NsWriter>,
+        stats: &ServiceStats,
+        now: Instant,
+        round: &mut Round,
+    ) {
+        for run in mail.metas().chunk_by(|a, b| a.socket == b.socket) {
+            let entry = self
+                .by_id
+                .get(&run[0].socket)
+                .and_then(|&slot| self.entries[slot].as_mut());
+            if let Some(e) = &entry {
+                e.sock.queue().took_mail(run.len());
+            }
+            let Some(e) = entry.filter(|e| !e.sock.queue().is_closed()) else {
+                if let Some(w) = gone {
+                    for m in run {
+                        w.tx(m.ns).drop(NsDrop::NsGone, 1);
+                    }
+                }
+                continue;
+            };
+            round.work += run.len();
+            if let Kind::Sink = e.kind {
+                round.sunk += run.len() as u64;
+                continue;
+            }
+            ServiceStats::add(&stats.received, run.len() as u64);
+            for m in run {
+                e.handle(m, mail.payload(m), stats, now);
+            }
+        }
+    }
+}
+
 fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<ServiceStats>) {
     let mut slots = Slots::default();
     let waiter = Waiter::current();
+    // Workers hand datagrams for all of this thread's sockets over as one batch per round.
+    waiter.accept_mail();
+    // Taken from the first socket added: the writer for `ns_gone` and the workers' pools,
+    // where the batches of mail go back.
+    let mut gone: Option<NsWriter> = None;
+    let mut pools: Option<Arc<BatchPools>> = None;
     // Slots to look at in the next round: marked ready by a worker, new, attached, or left
     // with datagrams by the last round (ROUND_BUDGET).
     let mut visit: Vec<usize> = Vec::new();
@@ -325,6 +380,10 @@ fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<S
         loop {
             match rx.try_recv() {
                 Ok(Command::Add(e)) => {
+                    if gone.is_none() {
+                        gone = Some(e.stats.consumer());
+                        pools = Some(e.shared.pools.clone());
+                    }
                     let slot = slots.add(e, &waiter);
                     visit.push(slot);
                 }
@@ -338,6 +397,15 @@ fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<S
         }
         let now = Instant::now();
         let mut round = Round::default();
+        for _ in 0..MAIL_PER_ROUND {
+            let Some(mail) = waiter.take_mail() else {
+                break;
+            };
+            slots.take_mail(&mail, &mut gone, &stats, now, &mut round);
+            if let Some(p) = &pools {
+                p.give_back(mail);
+            }
+        }
         waiter.ready.take(|slot| visit.push(slot));
         visit.extend_from_slice(&slots.attach);
         visit.sort_unstable();
@@ -384,8 +452,9 @@ fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<S
             BUSY_PARK
         };
         // Park unless a queue has datagrams again: one left some after its round's budget
-        // (`visit`), or a worker marked one ready since `take` (`prepare` looks at the bits
-        // after declaring the thread asleep, so a mark after that look wakes it).
+        // (`visit`), or a worker marked one ready or posted mail since `take` (`prepare`
+        // looks at the bits and the mail after declaring the thread asleep, so a mark or a
+        // post after that look wakes it).
         if visit.is_empty() && waiter.prepare(timeout, std::iter::empty()) {
             waiter.park();
         }
@@ -404,6 +473,32 @@ struct Round {
 }
 
 impl Entry {
+    /// Serves one datagram (counted in `stats.received` by the caller).
+    fn handle(&mut self, meta: &DgramMeta, payload: &[u8], stats: &ServiceStats, now: Instant) {
+        match &mut self.kind {
+            Kind::Sink => ServiceStats::add(&stats.sunk, 1),
+            Kind::Echo => {
+                let from = if meta.broadcast {
+                    Ipv4Addr::UNSPECIFIED
+                } else {
+                    meta.dst
+                };
+                match answer(
+                    &self.sock,
+                    &self.shared,
+                    from,
+                    payload,
+                    meta.src,
+                    meta.src_port,
+                ) {
+                    Ok(()) => ServiceStats::add(&stats.echoed, 1),
+                    Err(_) => ServiceStats::add(&stats.send_errors, 1),
+                }
+            }
+            Kind::Attach(a) => a.forward(meta, payload, stats, now),
+        }
+    }
+
     /// One round on this socket.
     fn poll(&mut self, stats: &ServiceStats, now: Instant, round: &mut Round) {
         let mut n = 0;
@@ -424,28 +519,7 @@ impl Entry {
             let Some(d) = self.sock.try_recv() else { break };
             n += 1;
             ServiceStats::add(&stats.received, 1);
-            match &mut self.kind {
-                Kind::Sink => ServiceStats::add(&stats.sunk, 1),
-                Kind::Echo => {
-                    let from = if d.meta.broadcast {
-                        Ipv4Addr::UNSPECIFIED
-                    } else {
-                        d.meta.dst
-                    };
-                    match answer(
-                        &self.sock,
-                        &self.shared,
-                        from,
-                        &d.payload,
-                        d.meta.src,
-                        d.meta.src_port,
-                    ) {
-                        Ok(()) => ServiceStats::add(&stats.echoed, 1),
-                        Err(_) => ServiceStats::add(&stats.send_errors, 1),
-                    }
-                }
-                Kind::Attach(a) => a.forward(&d.meta, &d.payload, stats, now),
-            }
+            self.handle(&d.meta, &d.payload, stats, now);
         }
         round.work += n;
         if let Kind::Attach(a) = &mut self.kind {
@@ -631,6 +705,65 @@ impl Attachment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use l3ns_dataplane::types::{LoopbackMode, NsId};
+
+    /// Mail for a socket closed after the worker counted it in (its queue closed, or its
+    /// entry already removed) is counted `ns_gone`, not lost; mail for an open one is served
+    /// and taken out of its queue's count.
+    #[test]
+    fn mail_for_a_closed_socket_is_counted_ns_gone() {
+        let mut rt = Runtime::new(Default::default(), 1, vec!["eth0".into()], 1024);
+        let root = NsId::ROOT;
+        let ns = rt
+            .apply("ns_add", |m| {
+                m.ns_add(root, "web1", None, LoopbackMode::Isolated)
+            })
+            .unwrap();
+        let (id, q) = rt.bind(ns, Ipv4Addr::UNSPECIFIED, 9, "sink").unwrap();
+        let waiter = Waiter::current();
+        let mut slots = Slots::default();
+        slots.add(
+            Entry {
+                sock: rt.socket_handle(id).unwrap(),
+                kind: Kind::Sink,
+                shared: rt.shared.clone(),
+                stats: rt.stats.clone(),
+            },
+            &waiter,
+        );
+        let mail = |n: usize| {
+            let mut b = Batch::with_capacity(n, 0);
+            for _ in 0..n {
+                let meta = DgramMeta {
+                    socket: id,
+                    ns,
+                    ..Default::default()
+                };
+                b.push(meta, b"x");
+            }
+            b
+        };
+        let mut gone = Some(rt.stats.consumer());
+        let stats = ServiceStats::default();
+        let now = Instant::now();
+        // Open: served, and out of the queue's count.
+        assert_eq!(q.reserve(2), 2);
+        let mut round = Round::default();
+        slots.take_mail(&mail(2), &mut gone, &stats, now, &mut round);
+        assert_eq!((round.work, round.sunk, q.len()), (2, 2, 0));
+        // Counted in by a worker, then the socket closed: ns_gone.
+        assert_eq!(q.reserve(3), 3);
+        rt.close(ns, id).unwrap();
+        assert!(q.is_closed());
+        let mut round = Round::default();
+        slots.take_mail(&mail(3), &mut gone, &stats, now, &mut round);
+        assert_eq!((round.work, round.sunk), (0, 0));
+        assert_eq!(rt.stats.ns(ns).dropped_ns_gone, 3);
+        // Its entry removed too: ns_gone still.
+        slots.remove(id);
+        slots.take_mail(&mail(1), &mut gone, &stats, now, &mut round);
+        assert_eq!(rt.stats.ns(ns).dropped_ns_gone, 4);
+    }
 
     #[test]
     fn parses_the_three_services() {

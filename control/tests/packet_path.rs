@@ -669,6 +669,93 @@ fn a_full_queue_drops_and_counts_queue_full_without_blocking_the_worker() {
     );
 }
 
+/// Mail (`Waiter::accept_mail`, as l3nsd's service thread takes it): a consumer of many
+/// queues gets a round's datagrams for all of them as one batch, each queue's in order, and
+/// each queue's bound still holds until the consumer has taken its datagrams out.
+#[test]
+fn r09_mail_carries_a_round_for_many_queues_and_each_queue_keeps_its_bound() {
+    use l3ns_dataplane::socket::Waiter;
+    let mut n = net();
+    let w = Waiter::current();
+    w.accept_mail();
+    let q1 = n.rt.new_shared_queue(3);
+    let s1 =
+        n.rt.bind_shared(n.web1, Ipv4Addr::UNSPECIFIED, 9, "app", q1.clone())
+            .unwrap();
+    let q2 = n.rt.new_shared_queue(64);
+    let s2 =
+        n.rt.bind_shared(n.web2, Ipv4Addr::UNSPECIFIED, 9, "app", q2.clone())
+            .unwrap();
+    q1.set_ready_bit(&w, 0);
+    q2.set_ready_bit(&w, 1);
+    n.inject([
+        udp_to(WEB1_IP, 9, b"a"),
+        udp_to(WEB2_IP, 9, b"A"),
+        udp_to(WEB1_IP, 9, b"b"),
+        udp_to(WEB1_IP, 9, b"c"),
+        udp_to(WEB2_IP, 9, b"B"),
+        udp_to(WEB1_IP, 9, b"d"),
+        udp_to(WEB1_IP, 9, b"e"),
+    ]);
+    let mail = w.take_mail().expect("the round's mail");
+    assert!(w.take_mail().is_none(), "one batch for the round");
+    let of = |s| {
+        mail.iter()
+            .filter(|(m, _)| m.socket == s)
+            .map(|(_, p)| p.to_vec())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of(s1), [b"a", b"b", b"c"], "web1's room: three");
+    assert_eq!(of(s2), [b"A", b"B"]);
+    assert_eq!(mail.len(), 5);
+    assert!(q1.by_mail() && q2.by_mail(), "no batches of their own");
+    assert!(q1.pop_batch().is_none() && q2.pop_batch().is_none());
+    let (w1, w2) = (n.rt.stats.ns(n.web1), n.rt.stats.ns(n.web2));
+    assert_eq!((w1.delivered, w1.dropped_queue_full), (3, 2));
+    assert_eq!((w2.delivered, w2.dropped_queue_full), (2, 0));
+    // Until the consumer takes them out, web1's three fill its queue: the next is refused.
+    assert_eq!((q1.len(), q2.len()), (3, 2));
+    n.inject([udp_to(WEB1_IP, 9, b"f")]);
+    assert!(w.take_mail().is_none());
+    assert_eq!(n.rt.stats.ns(n.web1).dropped_queue_full, 3);
+    q1.took_mail(3);
+    q2.took_mail(2);
+    q1.recycle(mail);
+    assert_eq!((q1.len(), q2.len()), (0, 0));
+    assert_eq!(q1.received.load(std::sync::atomic::Ordering::Relaxed), 3);
+    n.inject([udp_to(WEB1_IP, 9, b"g")]);
+    let mail = w.take_mail().expect("room again");
+    assert_eq!(
+        mail.iter()
+            .map(|(m, p)| (m.socket, p.to_vec()))
+            .collect::<Vec<_>>(),
+        [(s1, b"g".to_vec())]
+    );
+}
+
+/// A queue handed batches of its own before its consumer took mail keeps them, so that its
+/// datagrams stay in order.
+#[test]
+fn r09_a_queue_with_batches_of_its_own_keeps_them_when_its_consumer_takes_mail() {
+    use l3ns_dataplane::socket::Waiter;
+    let mut n = net();
+    let w = Waiter::current();
+    let q = n.rt.new_shared_queue(64);
+    n.rt.bind_shared(n.web1, Ipv4Addr::UNSPECIFIED, 9, "app", q.clone())
+        .unwrap();
+    q.set_ready_bit(&w, 0);
+    n.inject([udp_to(WEB1_IP, 9, b"1")]);
+    w.accept_mail();
+    n.inject([udp_to(WEB1_IP, 9, b"2")]);
+    assert!(w.take_mail().is_none());
+    let mut got = Vec::new();
+    while let Some(b) = q.pop_batch() {
+        got.extend(b.iter().map(|(_, p)| p.to_vec()));
+        q.recycle(b);
+    }
+    assert_eq!(got, [b"1", b"2"]);
+}
+
 #[test]
 fn r05_deleting_a_namespace_counts_what_its_sockets_still_held_as_ns_gone() {
     let mut n = net();

@@ -443,11 +443,15 @@ impl NsSnapshot {
     }
 }
 
-/// Every writer's counters: the workers' and the control thread's (which counts `ns_gone`).
+/// Every writer's counters: the workers', the control thread's (which counts `ns_gone` for
+/// what a closed socket's queue still held) and the consumer threads' (`ns_gone` for the
+/// mail they take for a socket closed meanwhile, `socket::Waiter::accept_mail`; one writer
+/// per thread, each thread taking its own with `consumer`).
 #[derive(Debug)]
 pub struct Stats {
     pub workers: Vec<Arc<WorkerCounters>>,
     pub control: Arc<WorkerCounters>,
+    consumers: ArcSwap<Vec<Arc<WorkerCounters>>>,
     pub port_names: Vec<String>,
 }
 
@@ -459,8 +463,20 @@ impl Stats {
                 .map(|_| Arc::new(WorkerCounters::new(n)))
                 .collect(),
             control: Arc::new(WorkerCounters::new(n)),
+            consumers: ArcSwap::from_pointee(Vec::new()),
             port_names,
         })
+    }
+
+    /// A writer of namespace counters for a consumer thread of its own (once per thread).
+    pub fn consumer(&self) -> NsWriter {
+        let c = Arc::new(WorkerCounters::new(self.port_names.len()));
+        self.consumers.rcu(|v| {
+            let mut v = (**v).clone();
+            v.push(c.clone());
+            v
+        });
+        c.writer()
     }
 
     /// Makes room in every worker's counters for the namespaces below `n` (see
@@ -474,7 +490,13 @@ impl Stats {
     /// A namespace's counters summed over every writer.
     pub fn ns(&self, ns: NsId) -> NsSnapshot {
         let mut s = NsSnapshot::default();
-        for w in self.workers.iter().chain([&self.control]) {
+        let consumers = self.consumers.load();
+        for w in self
+            .workers
+            .iter()
+            .chain([&self.control])
+            .chain(consumers.iter())
+        {
             if let Some(x) = w.ns(ns) {
                 s.add(&x);
             }

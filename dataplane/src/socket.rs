@@ -104,6 +104,25 @@ impl Batch {
         self.bytes.extend_from_slice(payload);
     }
 
+    /// Removes datagrams `first..end` (a queue had no room for them, `worker::flush_mail`).
+    pub fn cut(&mut self, first: usize, end: usize) {
+        let end = end.min(self.len());
+        if first >= end {
+            return;
+        }
+        let from = self.metas[first].off as usize;
+        let to = self
+            .metas
+            .get(end)
+            .map_or(self.bytes.len(), |m| m.off as usize);
+        self.bytes.drain(from..to);
+        self.metas.drain(first..end);
+        let gone = (to - from) as u32;
+        for m in &mut self.metas[first..] {
+            m.off -= gone;
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.metas.len()
     }
@@ -308,7 +327,27 @@ pub struct Waiter {
     /// The queues (of those given a bit, [`SocketQueue::set_ready_bit`]) handed datagrams
     /// since the thread last took the set.
     pub ready: ReadySet,
+    /// Datagrams for this thread's queues handed over as one batch per worker round, once
+    /// the thread accepts them ([`Waiter::accept_mail`]).
+    mail: OnceLock<Mailbox>,
     thread: Thread,
+}
+
+/// A consumer thread's mail: each worker round hands the datagrams for all of the thread's
+/// queues over as one batch (their `meta.socket` says whose), instead of one batch per queue.
+/// With a queue per socket and traffic spread over many sockets, nearly every datagram was a
+/// hand-off of its own, and each moved the lines of a batch, of its queue's ring and of the
+/// worker's return pool between the two cores; a batch of mail moves a round's datagrams
+/// together. The bound stays per queue: the worker counts each queue's datagrams in its
+/// count before it posts them ([`SocketQueue::reserve`]), and the consumer takes them out
+/// ([`SocketQueue::took_mail`]).
+#[derive(Debug)]
+struct Mailbox {
+    batches: Rings,
+    spilled: AtomicUsize,
+    /// Batches posted and not yet taken, at least (added before the post, taken away after
+    /// the take): what `prepare` looks at, `SeqCst` as the rest of the park's protocol.
+    waiting: AtomicUsize,
 }
 
 /// Which of a consumer thread's queues were handed datagrams since it last looked: one bit
@@ -499,10 +538,59 @@ impl Waiter {
                 counted: AtomicBool::new(false),
                 lazy: AtomicBool::new(false),
                 ready: ReadySet::default(),
+                mail: OnceLock::new(),
                 thread: std::thread::current(),
             });
         }
         WAITER.with(Arc::clone)
+    }
+
+    /// Consumer side: from now on workers hand datagrams for this thread's queues over as
+    /// mail ([`Waiter::take_mail`]), one batch per worker round for all of them, except to a
+    /// queue that already has batches of its own (it keeps them, so that its datagrams stay
+    /// in order). The thread must then take its mail before it parks again, and find each
+    /// datagram's socket by `meta.socket`.
+    pub fn accept_mail(&self) {
+        self.mail.get_or_init(|| Mailbox {
+            batches: Rings::new(RING_SLOTS),
+            spilled: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+        });
+    }
+
+    /// Whether the thread takes mail ([`Waiter::accept_mail`]).
+    #[inline]
+    pub fn accepts_mail(&self) -> bool {
+        self.mail.get().is_some()
+    }
+
+    /// Worker side: hands `batch` over as mail (for a thread that accepts it; dropped
+    /// otherwise, which `accepts_mail` rules out).
+    pub fn post(&self, batch: Batch) {
+        if let Some(m) = self.mail.get() {
+            m.waiting.fetch_add(1, Ordering::SeqCst);
+            m.batches.push(batch, &m.spilled);
+        }
+    }
+
+    /// Consumer side: the oldest batch of mail. Account for each datagram with
+    /// [`SocketQueue::took_mail`] on its socket's queue, and give the batch back with
+    /// [`BatchPools::give_back`].
+    pub fn take_mail(&self) -> Option<Batch> {
+        let m = self.mail.get()?;
+        if m.waiting.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let b = m.batches.pop(&m.spilled)?;
+        m.waiting.fetch_sub(1, Ordering::SeqCst);
+        Some(b)
+    }
+
+    /// Consumer side: whether the thread has mail waiting (or being posted).
+    pub fn has_mail(&self) -> bool {
+        self.mail
+            .get()
+            .is_some_and(|m| m.waiting.load(Ordering::SeqCst) > 0)
     }
 
     /// Consumer side: whether the next parks are lazy: a worker then wakes the thread only
@@ -531,7 +619,7 @@ impl Waiter {
             .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
         self.deadline.store(deadline, Ordering::Relaxed);
         self.sleeping.store(true, Ordering::SeqCst);
-        if self.ready.any() {
+        if self.ready.any() || self.has_mail() {
             self.awake();
             return false;
         }
@@ -862,17 +950,7 @@ impl SocketQueue {
     /// in its [`ReadyMarks`] and publishes them before it wakes consumers.
     #[inline]
     pub fn offer_unmarked(&self, mut batch: Batch) -> Result<usize, Batch> {
-        let n = batch.len();
-        if self.closed.load(Ordering::Relaxed) || n == 0 {
-            return Err(batch);
-        }
-        let now = self.queued.fetch_add(n, Ordering::SeqCst) + n;
-        let excess = now.saturating_sub(self.depth).min(n);
-        if excess > 0 {
-            self.queued.fetch_sub(excess, Ordering::AcqRel);
-            self.overflow.fetch_add(excess as u64, Ordering::Relaxed);
-        }
-        let taken = n - excess;
+        let taken = self.reserve(batch.len());
         if taken == 0 {
             return Err(batch);
         }
@@ -880,11 +958,59 @@ impl SocketQueue {
         self.batches
             .get_or_init(|| Box::new(Rings::new(self.depth)))
             .push(batch, &self.spilled);
+        Ok(taken)
+    }
+
+    /// Worker side: the bound of a hand-off of `n` datagrams. Counts the first ones that fit
+    /// in as queued and the rest in `overflow`, and returns how many fit (none when the queue
+    /// is closed). [`SocketQueue::offer`] then puts them in the queue's batches; a worker
+    /// posting mail puts them in the consumer's (see [`SocketQueue::by_mail`]).
+    #[inline]
+    pub fn reserve(&self, n: usize) -> usize {
+        if self.closed.load(Ordering::Relaxed) || n == 0 {
+            return 0;
+        }
+        let now = self.queued.fetch_add(n, Ordering::SeqCst) + n;
+        let excess = now.saturating_sub(self.depth).min(n);
+        if excess > 0 {
+            self.queued.fetch_sub(excess, Ordering::AcqRel);
+            self.overflow.fetch_add(excess as u64, Ordering::Relaxed);
+        }
         let depth_now = now - excess;
         if depth_now > self.high_water.load(Ordering::Relaxed) {
             self.high_water.store(depth_now, Ordering::Relaxed);
         }
-        Ok(taken)
+        n - excess
+    }
+
+    /// Worker side: whether this queue's datagrams may go to its consumer as mail (if the
+    /// consumer accepts it): only while the queue has never had batches of its own, so that a
+    /// queue handed batches before its consumer took mail keeps its order.
+    #[inline]
+    pub fn by_mail(&self) -> bool {
+        self.batches.get().is_none()
+    }
+
+    /// Worker side: the consumer thread registered on this queue and its key (see
+    /// [`SocketQueue::ready_target`]), when it accepts mail.
+    #[cold]
+    pub fn mail_consumer(&self) -> Option<(usize, Arc<Waiter>)> {
+        let w = self.waiter.load_full()?;
+        let key = Arc::as_ptr(&w) as usize;
+        (w.accepts_mail() && key == self.waiter_key.load(Ordering::SeqCst)).then_some((key, w))
+    }
+
+    /// Worker side: the key of the consumer thread registered on this queue (0: none).
+    #[inline]
+    pub fn consumer_key(&self) -> usize {
+        self.waiter_key.load(Ordering::Relaxed)
+    }
+
+    /// Consumer side: `n` of this queue's datagrams were taken from the consumer's mail.
+    #[inline]
+    pub fn took_mail(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Application side: the next batch, if any. Give it back with `recycle` when done.
@@ -1360,6 +1486,35 @@ mod tests {
         assert_eq!(got, vec![5, 99, READY_BITS + 7, 3 * READY_BITS - 1]);
         assert!(!r.any());
         r.take(|_| panic!("taken twice"));
+    }
+
+    /// Mail: nothing posted to a thread that does not take it; once it does, batches come
+    /// out in the order posted (past the ring's 64 slots too), and mail waiting keeps the
+    /// thread from parking, as a ready bit does.
+    #[test]
+    fn mail_comes_out_in_order_and_keeps_its_consumer_awake() {
+        let w = Waiter::current();
+        assert!(!w.accepts_mail());
+        w.post(numbered(0, 0));
+        assert!(!w.has_mail() && w.take_mail().is_none());
+        w.accept_mail();
+        assert!(w.accepts_mail());
+        for i in 0..100 {
+            w.post(numbered(0, i));
+        }
+        assert!(
+            !w.prepare(Duration::from_secs(30), []),
+            "mail waiting: no park"
+        );
+        for i in 0..100 {
+            assert_eq!(seq_of(&w.take_mail().expect("posted")), (0, i));
+        }
+        assert!(!w.has_mail() && w.take_mail().is_none());
+        assert!(w.prepare(Duration::from_secs(30), []), "nothing waiting");
+        w.post(numbered(0, 100));
+        assert!(w.wake(), "asleep: woken");
+        w.park(); // the unpark came first: returns at once
+        assert!(w.has_mail());
     }
 
     /// A worker's marks of a round (`ReadyMarks`): set when published, one word at a time,

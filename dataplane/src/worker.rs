@@ -11,7 +11,7 @@ use crate::owner_table::{Dest, NsSlot, OwnerTable};
 use crate::port::{Port, MAX_GROUP};
 use crate::prefetch;
 use crate::socket::{
-    Batch, BatchPools, DgramMeta, FreeBatches, OfferStep, ReadyMarks, SocketQueue,
+    Batch, BatchPools, DgramMeta, FreeBatches, OfferStep, ReadyMarks, SocketQueue, Waiter,
 };
 use crate::types::{DevId, NsId, Proto, SocketId};
 use crate::wire::{self, ArpOp, FrameAddrs, MacAddr, Parsed, BROADCAST_MAC, DEFAULT_TTL};
@@ -251,6 +251,57 @@ struct Staging {
     /// hand-offs: with the batch, before the wake-up (a consumer that wakes on its own timer
     /// must find the queue marked).
     marks: ReadyMarks,
+    /// Mail gathered in a round, per consumer thread that accepts it (`Waiter::accept_mail`;
+    /// l3nsd has one), posted after the hand-offs. The entries stay from round to round.
+    mail: Vec<MailTo>,
+    /// The runs of datagrams put in `mail` this round, in order: (queue, entry of `mail`,
+    /// datagrams). Counted in their queues, or refused, at the flush.
+    mail_log: Vec<(OpenQueue, u8, u32)>,
+    /// Datagrams of `mail` a queue refused at the flush: (entry, first, end), cut out of it.
+    mail_cut: Vec<(u8, u32, u32)>,
+}
+
+/// A consumer thread that takes mail, and its batch of this round (empty between rounds).
+/// Holding the waiter keeps its address, the key its queues give
+/// (`SocketQueue::consumer_key`), from being reused by another.
+struct MailTo {
+    key: usize,
+    waiter: Arc<Waiter>,
+    batch: Batch,
+}
+
+/// Consumer threads a worker posts mail to; the queues of any further one are handed their
+/// own batches, as before mail.
+const MAIL_CONSUMERS: usize = 4;
+
+/// The entry of `mail` for `queue`'s consumer thread, if the queue's datagrams go by mail.
+#[inline]
+fn mail_to(mail: &mut Vec<MailTo>, queue: &SocketQueue) -> Option<usize> {
+    if !queue.by_mail() {
+        return None;
+    }
+    let key = queue.consumer_key();
+    if key == 0 {
+        return None;
+    }
+    if let Some(i) = mail.iter().position(|m| m.key == key) {
+        return Some(i);
+    }
+    add_mail_to(mail, queue)
+}
+
+#[cold]
+fn add_mail_to(mail: &mut Vec<MailTo>, queue: &SocketQueue) -> Option<usize> {
+    if mail.len() >= MAIL_CONSUMERS {
+        return None;
+    }
+    let (key, waiter) = queue.mail_consumer()?;
+    mail.push(MailTo {
+        key,
+        waiter,
+        batch: Batch::default(),
+    });
+    Some(mail.len() - 1)
 }
 
 impl Staging {
@@ -265,6 +316,9 @@ impl Staging {
             scratch: Vec::new(),
             index: OpenIndex::new(),
             marks: ReadyMarks::default(),
+            mail: Vec::new(),
+            mail_log: Vec::new(),
+            mail_cut: Vec::new(),
         }
     }
 }
@@ -608,10 +662,16 @@ impl<P: Port> Worker<P> {
             to_wake_held,
             index,
             marks,
+            mail,
+            mail_log,
+            mail_cut,
             ..
         } = &mut self.staging;
-        if open.is_empty() {
+        if open.is_empty() && mail_log.is_empty() {
             return;
+        }
+        if !mail_log.is_empty() {
+            flush_mail(mail, mail_log, mail_cut, to_wake, &mut self.ns);
         }
         index.clear();
         if open.len() >= PREFETCH_OFFERS {
@@ -669,6 +729,9 @@ impl<P: Port> Worker<P> {
                         .drop(NsDrop::QueueFull, (n - delivered) as u64);
                 }
             }
+        }
+        for m in mail.iter_mut().filter(|m| !m.batch.is_empty()) {
+            m.waiter.post(std::mem::take(&mut m.batch));
         }
         marks.publish();
         // Consumers parked on these queues are woken after the round (`poll`); a queue
@@ -911,8 +974,108 @@ fn stage(
     meta: DgramMeta,
     payload: &[u8],
 ) {
-    let i = open_batch(staging, worker, burst, queue);
-    staging.open[i].1.push(meta, payload);
+    match target(staging, worker, burst, queue) {
+        Target::Open(i) => staging.open[i].1.push(meta, payload),
+        Target::Mail(m) => push_mail(staging, m, queue, meta, payload),
+    }
+}
+
+/// Where the datagrams for a queue go this round.
+#[derive(Clone, Copy)]
+enum Target {
+    /// The queue's open batch (its index in `Staging::open`).
+    Open(usize),
+    /// Its consumer's mail (the index in `Staging::mail`), when it takes mail.
+    Mail(usize),
+}
+
+#[inline(always)]
+fn target(staging: &mut Staging, worker: usize, burst: usize, queue: OpenQueue) -> Target {
+    // SAFETY: see `OpenQueue`: the poll's snapshot holds the queue.
+    #[allow(unsafe_code)]
+    let q = unsafe { &*queue.0 };
+    if let Some(m) = mail_to(&mut staging.mail, q) {
+        let to = &mut staging.mail[m].batch;
+        if to.heap_bytes() == 0 {
+            *to = staging.free.take(worker, burst);
+        }
+        return Target::Mail(m);
+    }
+    Target::Open(open_batch(staging, worker, burst, queue))
+}
+
+/// Puts a datagram in consumer `m`'s mail (see `target`), logging it for the flush.
+#[inline(always)]
+fn push_mail(staging: &mut Staging, m: usize, queue: OpenQueue, meta: DgramMeta, payload: &[u8]) {
+    staging.mail[m].batch.push(meta, payload);
+    log_mail(staging, m, queue, 1);
+}
+
+/// Logs the last `n` datagrams put in consumer `m`'s mail as `queue`'s (see `flush_mail`).
+#[inline(always)]
+fn log_mail(staging: &mut Staging, m: usize, queue: OpenQueue, n: u32) {
+    if n == 0 {
+        return;
+    }
+    match staging.mail_log.last_mut() {
+        Some((q, e, k)) if std::ptr::eq(q.0, queue.0) && usize::from(*e) == m => *k += n,
+        _ => staging.mail_log.push((queue, m as u8, n)),
+    }
+}
+
+/// Counts the datagrams put in the mail this round in their queues (the queue's bound, as a
+/// hand-off of its own would), and as delivered; what a queue has no room for is cut out of
+/// the mail and counted `queue_full`. Lists the queues for a wake-up.
+fn flush_mail(
+    mail: &mut [MailTo],
+    log: &mut Vec<(OpenQueue, u8, u32)>,
+    cut: &mut Vec<(u8, u32, u32)>,
+    to_wake: &mut Vec<OpenQueue>,
+    ns: &mut crate::counters::NsWriter,
+) {
+    if log.len() >= PREFETCH_OFFERS {
+        for (queue, _, _) in log.iter() {
+            // SAFETY: see `OpenQueue`, as below.
+            #[allow(unsafe_code)]
+            unsafe { &*queue.0 }.prefetch_offer(OfferStep::Queue);
+        }
+    }
+    let mut at = [0usize; MAIL_CONSUMERS];
+    for &(queue, m, n) in log.iter() {
+        // SAFETY: see `OpenQueue`: the snapshot this poll holds keeps the queue alive.
+        #[allow(unsafe_code)]
+        let q = unsafe { &*queue.0 };
+        let (m, n) = (usize::from(m), n as usize);
+        let taken = q.reserve(n);
+        let first = at[m];
+        at[m] += n;
+        let metas = &mail[m].batch.metas()[first..first + n];
+        let (kept, refused) = metas.split_at(taken);
+        for run in kept.chunk_by(|a, b| (a.ns, a.broadcast) == (b.ns, b.broadcast)) {
+            let c = ns.ns(run[0].ns);
+            let cell = if run[0].broadcast {
+                &c.broadcast_delivered
+            } else {
+                &c.delivered
+            };
+            cell.add(run.len() as u64);
+        }
+        for run in refused.chunk_by(|a, b| a.ns == b.ns) {
+            ns.tx(run[0].ns).drop(NsDrop::QueueFull, run.len() as u64);
+        }
+        if taken < n {
+            cut.push((m as u8, (first + taken) as u32, (first + n) as u32));
+        }
+        if !to_wake.last().is_some_and(|w| std::ptr::eq(w.0, queue.0)) {
+            to_wake.push(queue);
+        }
+    }
+    // Last first, so that the positions of the earlier ones stay.
+    for &(m, first, end) in cut.iter().rev() {
+        mail[usize::from(m)].batch.cut(first as usize, end as usize);
+    }
+    cut.clear();
+    log.clear();
 }
 
 /// The index in `staging.open` of `queue`'s open batch, opened (empty) if it has none.
@@ -1164,8 +1327,11 @@ impl<'a> RxCtx<'a> {
         (sock, queue, port): (SocketId, *const SocketQueue, u16),
     ) {
         // The memo's queue is held by `self.table` (see `unicast_remembered`). `frame` may
-        // open batches for other queues meanwhile: they are appended, so `batch` stays.
-        let batch = open_batch(self.staging, self.worker, self.burst, OpenQueue(queue));
+        // open batches for other queues meanwhile: they are appended, so `to` stays.
+        let to = target(self.staging, self.worker, self.burst, OpenQueue(queue));
+        // Datagrams put in the mail and not yet logged (logged as one run before `frame`
+        // may put others in, and at the end).
+        let mut mailed = 0;
         for f in frames {
             match wire::parse_udp_fast(f) {
                 Some(d)
@@ -1175,10 +1341,29 @@ impl<'a> RxCtx<'a> {
                 {
                     self.count_rx(o.ns, d.ip_len);
                     let meta = self.unicast_meta(o.ns, sock, &d);
-                    self.staging.open[batch].1.push(meta, d.payload);
+                    match to {
+                        Target::Open(i) => self.staging.open[i].1.push(meta, d.payload),
+                        Target::Mail(m) => {
+                            self.staging.mail[m].batch.push(meta, d.payload);
+                            mailed += 1;
+                        }
+                    }
                 }
-                _ => self.frame(f, Some(o)),
+                _ => {
+                    if let Target::Mail(m) = to {
+                        log_mail(
+                            self.staging,
+                            m,
+                            OpenQueue(queue),
+                            std::mem::take(&mut mailed),
+                        );
+                    }
+                    self.frame(f, Some(o))
+                }
             }
+        }
+        if let Target::Mail(m) = to {
+            log_mail(self.staging, m, OpenQueue(queue), mailed);
         }
     }
 

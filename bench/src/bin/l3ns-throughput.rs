@@ -17,7 +17,7 @@ use l3ns_control::runtime::Runtime;
 use l3ns_dataplane::port::memory::{memory_pair, Generator, MemoryPort, Pace, TxMode};
 use l3ns_dataplane::port::{Port, PortInfo};
 use l3ns_dataplane::socket::{SocketQueue, Waiter};
-use l3ns_dataplane::types::{DevId, LoopbackMode, NsId, Scope};
+use l3ns_dataplane::types::{DevId, LoopbackMode, NsId, Scope, SocketId};
 use l3ns_dataplane::wire::{build_udp, FrameAddrs};
 use l3ns_dataplane::worker::{PollClock, Worker, WorkerConfig, WorkerPort};
 use rand::rngs::SmallRng;
@@ -115,6 +115,8 @@ struct Setup {
     dev: DevId,
     owned: Vec<Ipv4Addr>,
     queues: Vec<Arc<SocketQueue>>,
+    /// Each socket and the index of its queue in `queues`.
+    socket_queue: Vec<(SocketId, usize)>,
 }
 
 /// The name of benchmark namespace `i` (formatted when needed rather than kept: the harness
@@ -148,6 +150,10 @@ fn setup(args: &Args) -> Setup {
     // published once (one publish per operation made the set-up quadratic in the number of
     // sockets on a port: each rebuilt the port's listener list).
     rt.begin_batch();
+    // Each socket's queue (its index in `queues`), for the consumer's mail (with a queue per
+    // namespace only: one shared queue needs no map, and the memory per namespace is
+    // measured with it).
+    let mut socket_queue = Vec::new();
     for ns in 0..args.namespaces {
         let name = ns_name(ns);
         let id = rt
@@ -175,11 +181,18 @@ fn setup(args: &Args) -> Setup {
         } else {
             shared_q.clone()
         };
-        rt.bind_shared(id, Ipv4Addr::UNSPECIFIED, 9, "app", q.clone())
+        let s9 = rt
+            .bind_shared(id, Ipv4Addr::UNSPECIFIED, 9, "app", q.clone())
             .unwrap();
+        let mut sockets = vec![s9];
         if ns < 100 {
-            rt.bind_shared(id, Ipv4Addr::UNSPECIFIED, 67, "app", q)
+            let s67 = rt
+                .bind_shared(id, Ipv4Addr::UNSPECIFIED, 67, "app", q)
                 .unwrap();
+            sockets.push(s67);
+        }
+        if args.queue_per_ns {
+            socket_queue.extend(sockets.into_iter().map(|s| (s, queues.len() - 1)));
         }
     }
     rt.end_batch();
@@ -188,6 +201,7 @@ fn setup(args: &Args) -> Setup {
         dev,
         owned,
         queues,
+        socket_queue,
     }
 }
 
@@ -234,21 +248,31 @@ fn port(frames: Vec<Vec<u8>>) -> MemoryPort {
 /// With a queue per namespace it finds the queues to drain as l3nsd's service thread does:
 /// each queue has a bit in this thread's ready set ([`Waiter`]), which the worker sets at
 /// each hand-off, and the thread visits the queues whose bits it takes instead of reading
-/// every queue's count. (It spins instead of parking: the worker never waits for it.) With
-/// the one shared queue it just drains that queue: a consumer spinning on its count would take
-/// the line from the worker at every hand-off (100,000 namespaces ran ~10% slower in
-/// interleaved pairs).
+/// every queue's count; and, as that thread does, it takes mail (`Waiter::accept_mail`): the
+/// worker hands the datagrams of a round for all of its queues over as one batch, and the
+/// thread accounts each run of them to its socket's queue. (It spins instead of parking: the
+/// worker never waits for it.) With the one shared queue it just drains that queue: a
+/// consumer spinning on its count would take the line from the worker at every hand-off
+/// (100,000 namespaces ran ~10% slower in interleaved pairs).
 fn consumer(
     queues: Vec<Arc<SocketQueue>>,
+    socket_queue: &[(SocketId, usize)],
     per_queue: bool,
     stop: Arc<AtomicBool>,
     core: usize,
 ) -> std::thread::JoinHandle<u64> {
+    // The queue of each socket id (`usize::MAX`: not a benchmark socket).
+    let top = socket_queue.iter().map(|(s, _)| s.0 as usize + 1).max();
+    let mut queue_of = vec![usize::MAX; top.unwrap_or(0)];
+    for &(s, q) in socket_queue {
+        queue_of[s.0 as usize] = q;
+    }
     let (registered, wait_registered) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
         core_affinity::set_for_current(core_affinity::CoreId { id: core });
         let waiter = Waiter::current();
         if per_queue {
+            waiter.accept_mail();
             for (bit, q) in queues.iter().enumerate() {
                 q.set_ready_bit(&waiter, bit);
             }
@@ -268,6 +292,17 @@ fn consumer(
             let done = stop.load(Ordering::Acquire);
             let before = n;
             if per_queue {
+                while let Some(mail) = waiter.take_mail() {
+                    for run in mail.metas().chunk_by(|a, b| a.socket == b.socket) {
+                        let q = queue_of
+                            .get(run[0].socket.0 as usize)
+                            .and_then(|&q| queues.get(q))
+                            .expect("mail for a benchmark socket");
+                        q.took_mail(run.len());
+                        n += run.len() as u64;
+                    }
+                    queues[0].recycle(mail);
+                }
                 waiter.ready.take(|bit| visit.push(bit));
                 for &bit in &visit {
                     n += drain(&queues[bit]);
@@ -328,6 +363,7 @@ fn run_worker(
     let stop = Arc::new(AtomicBool::new(false));
     let cons = consumer(
         s.queues.clone(),
+        &s.socket_queue,
         args.queue_per_ns,
         stop.clone(),
         args.core + 1,
