@@ -43,7 +43,7 @@ use crate::runtime::Runtime;
 use l3ns_dataplane::api::UdpSocket;
 use l3ns_dataplane::counters::{NsDrop, NsWriter, Stats};
 use l3ns_dataplane::errno::Errno;
-use l3ns_dataplane::socket::{Batch, BatchPools, DgramMeta, Waiter};
+use l3ns_dataplane::socket::{Batch, BatchPools, DgramMeta, Waiter, MAIL_FROM_QUEUES};
 use l3ns_dataplane::types::{SocketId, Subnet};
 use l3ns_dataplane::worker::Shared;
 use std::collections::HashMap;
@@ -332,31 +332,48 @@ impl Slots {
         now: Instant,
         round: &mut Round,
     ) {
+        if mail.one_socket().is_some() {
+            // One socket's (with one socket served, every batch): no walk to find the runs.
+            return self.take_run(mail, mail.metas(), gone, stats, now, round);
+        }
         for run in mail.metas().chunk_by(|a, b| a.socket == b.socket) {
-            let entry = self
-                .by_id
-                .get(&run[0].socket)
-                .and_then(|&slot| self.entries[slot].as_mut());
-            if let Some(e) = &entry {
-                e.sock.queue().took_mail(run.len());
-            }
-            let Some(e) = entry.filter(|e| !e.sock.queue().is_closed()) else {
-                if let Some(w) = gone {
-                    for m in run {
-                        w.tx(m.ns).drop(NsDrop::NsGone, 1);
-                    }
+            self.take_run(mail, run, gone, stats, now, round);
+        }
+    }
+
+    /// Serves `run`, datagrams of `mail` for one socket.
+    fn take_run(
+        &mut self,
+        mail: &Batch,
+        run: &[DgramMeta],
+        gone: &mut Option<NsWriter>,
+        stats: &ServiceStats,
+        now: Instant,
+        round: &mut Round,
+    ) {
+        let entry = self
+            .by_id
+            .get(&run[0].socket)
+            .and_then(|&slot| self.entries[slot].as_mut());
+        if let Some(e) = &entry {
+            e.sock.queue().took_mail(run.len());
+        }
+        let Some(e) = entry.filter(|e| !e.sock.queue().is_closed()) else {
+            if let Some(w) = gone {
+                for m in run {
+                    w.tx(m.ns).drop(NsDrop::NsGone, 1);
                 }
-                continue;
-            };
-            round.work += run.len();
-            if let Kind::Sink = e.kind {
-                round.sunk += run.len() as u64;
-                continue;
             }
-            ServiceStats::add(&stats.received, run.len() as u64);
-            for m in run {
-                e.handle(m, mail.payload(m), stats, now);
-            }
+            return;
+        };
+        round.work += run.len();
+        if let Kind::Sink = e.kind {
+            round.sunk += run.len() as u64;
+            return;
+        }
+        ServiceStats::add(&stats.received, run.len() as u64);
+        for m in run {
+            e.handle(m, mail.payload(m), stats, now);
         }
     }
 }
@@ -364,8 +381,6 @@ impl Slots {
 fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<ServiceStats>) {
     let mut slots = Slots::default();
     let waiter = Waiter::current();
-    // Workers hand datagrams for all of this thread's sockets over as one batch per round.
-    waiter.accept_mail();
     // Taken from the first socket added: the writer for `ns_gone` and the workers' pools,
     // where the batches of mail go back.
     let mut gone: Option<NsWriter> = None;
@@ -385,6 +400,12 @@ fn service_loop(rx: mpsc::Receiver<Command>, stop: Arc<AtomicBool>, stats: Arc<S
                         pools = Some(e.shared.pools.clone());
                     }
                     let slot = slots.add(e, &waiter);
+                    if slots.len() >= MAIL_FROM_QUEUES {
+                        // From here on workers hand the datagrams of a round for all of
+                        // this thread's sockets over as one batch (sockets already handed
+                        // batches of their own keep them).
+                        waiter.accept_mail();
+                    }
                     visit.push(slot);
                 }
                 Ok(Command::Remove(id)) => slots.remove(id),

@@ -361,3 +361,46 @@ fn a_sink_finds_datagrams_a_busy_worker_did_not_wake_it_for() {
     n.udp(WEB1, OUR_MAC, 9, b"y");
     assert_eq!(sunk(&n, 3), 3);
 }
+
+/// From `MAIL_FROM_QUEUES` sockets on, the service thread takes its datagrams as mail (one
+/// batch per worker round for all of its sockets): every echo socket still answers each of
+/// its own, and no socket's queue was handed batches of its own.
+#[test]
+fn echo_answers_on_many_sockets_served_by_mail() {
+    use l3ns_dataplane::socket::MAIL_FROM_QUEUES;
+    let mut n = net();
+    let ports: Vec<u16> = (0..MAIL_FROM_QUEUES as u16 + 6).map(|i| 1000 + i).collect();
+    let ids: Vec<SocketId> = ports.iter().map(|&p| n.bind(p, "echo")).collect();
+    // A socket bound after them answers: the service thread has added every socket (it takes
+    // them in order), and so takes mail.
+    n.bind(999, "echo");
+    n.udp(WEB1, OUR_MAC, 999, b"first");
+    assert_eq!(n.frames(1, Duration::from_secs(20)).len(), 1);
+    // Three datagrams to each socket, interleaved: rounds of the worker's burst to many.
+    for round in 0..3u8 {
+        for &p in &ports {
+            n.udp(WEB1, OUR_MAC, p, &[round, (p - 1000) as u8]);
+        }
+    }
+    let f = n.frames(3 * ports.len(), Duration::from_secs(20));
+    let mut got: Vec<(u16, Vec<u8>)> = f
+        .iter()
+        .filter_map(|f| udp_of(f))
+        .map(|(_, sport, _, _, p)| (sport, p))
+        .collect();
+    got.sort();
+    let mut want: Vec<(u16, Vec<u8>)> = (0..3u8)
+        .flat_map(|r| ports.iter().map(move |&p| (p, vec![r, (p - 1000) as u8])))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    for id in ids {
+        let s = n.rt.socket_handle(id).unwrap();
+        assert!(
+            s.queue().by_mail(),
+            "socket {} had batches of its own",
+            id.0
+        );
+        assert_eq!(s.queue().len(), 0);
+    }
+}

@@ -70,6 +70,8 @@ pub struct Batch {
     /// Some datagram's namespace or broadcast flag differs from the first one's (possibly
     /// still set after `truncate`).
     mixed: bool,
+    /// Some datagram's socket differs from the first one's (a batch of mail for several).
+    sockets: bool,
 }
 
 impl Batch {
@@ -84,6 +86,7 @@ impl Batch {
             bytes: Vec::with_capacity(n * 128),
             home: home as u32,
             mixed: false,
+            sockets: false,
         }
     }
 
@@ -95,6 +98,7 @@ impl Batch {
         // wait on the narrow stores: a store-forwarding stall per datagram).
         if let Some(first) = self.metas.first() {
             self.mixed |= first.ns != meta.ns || first.broadcast != meta.broadcast;
+            self.sockets |= first.socket != meta.socket;
         }
         self.metas.push(DgramMeta {
             off: self.bytes.len() as u32,
@@ -135,6 +139,7 @@ impl Batch {
         self.metas.clear();
         self.bytes.clear();
         self.mixed = false;
+        self.sockets = false;
     }
 
     /// The namespace and broadcast flag every datagram has, when they are all the same (a
@@ -143,6 +148,14 @@ impl Batch {
     pub fn uniform(&self) -> Option<(NsId, bool)> {
         let first = self.metas.first().filter(|_| !self.mixed)?;
         Some((first.ns, first.broadcast))
+    }
+
+    /// The socket every datagram is for, when it is one (possibly `None` after `truncate`
+    /// or `cut` left one): a consumer of mail then takes the batch as one run.
+    #[inline]
+    pub fn one_socket(&self) -> Option<SocketId> {
+        let first = self.metas.first().filter(|_| !self.sockets)?;
+        Some(first.socket)
     }
 
     /// Asks for the first free line of each buffer (where the next datagram goes), for
@@ -332,6 +345,14 @@ pub struct Waiter {
     mail: OnceLock<Mailbox>,
     thread: Thread,
 }
+
+/// From how many queues on a consumer thread takes mail ([`Waiter::accept_mail`]; l3nsd's
+/// service thread and `l3ns-throughput --queue-per-ns` follow it): with more queues than a
+/// burst has datagrams, a round's datagrams go mostly one to a queue, and mail (one batch
+/// for all) moved 1.4-2.1x more at 1,000 and 100,000 queues on one worker core. With ten
+/// queues, each of a round's batches holds several, and batches of their own were 1.2-2x
+/// faster than mail (`bench/RESULTS.md`, eighteenth sitting).
+pub const MAIL_FROM_QUEUES: usize = 64;
 
 /// A consumer thread's mail: each worker round hands the datagrams for all of the thread's
 /// queues over as one batch (their `meta.socket` says whose), instead of one batch per queue.
