@@ -153,10 +153,12 @@ def scale_per_socket_section(d, name):
                      "not a target", None, name))
     out.append(f"### Scale with a socket queue per namespace (`{d['command']}`)\n")
     out.append(run_of(d["machine"], name) + "\n")
-    out.append("As l3nsd makes them: each namespace's socket has a queue of its own, which the "
-               "consumer thread finds by its ready bit. With traffic spread over many "
-               "namespaces nearly every datagram is a hand-off of its own to the consumer's "
-               "core; the table above hands each burst over once, to one shared queue.\n")
+    out.append("As l3nsd makes them: each namespace's socket has a queue of its own, bounded "
+               "on its own. Below 64 queues the consumer thread finds the queues handed "
+               "batches by their ready bits; from 64 on it takes mail, as l3nsd's service "
+               "thread does: the worker hands a round's datagrams for all of them over as "
+               "one batch, each counted against its own queue's bound. The table above hands "
+               "each burst to one queue shared by every socket.\n")
     out.append("| namespaces | addresses each | Mpps median (min..max) | vs the first |")
     out.append("|---|---|---|---|")
     for per, points in sorted(d.get("series", {}).items(), key=lambda kv: int(kv[0])):
