@@ -740,13 +740,7 @@ impl<P: Port> Worker<P> {
                 let delivered = n.min(taken);
                 taken -= delivered;
                 if delivered > 0 {
-                    let c = self.ns.ns(ns);
-                    let cell = if broadcast {
-                        &c.broadcast_delivered
-                    } else {
-                        &c.delivered
-                    };
-                    cell.add(delivered as u64);
+                    count_delivered(&mut self.ns, ns, broadcast, delivered);
                 }
                 if delivered < n {
                     self.ns
@@ -1073,6 +1067,18 @@ fn log_mail(staging: &mut Staging, m: usize, queue: OpenQueue, n: u32) {
     }
 }
 
+/// Counts `n` datagrams of namespace `ns` delivered (as broadcast copies, R10, or not).
+#[inline]
+fn count_delivered(w: &mut crate::counters::NsWriter, ns: NsId, broadcast: bool, n: usize) {
+    let c = w.ns(ns);
+    let cell = if broadcast {
+        &c.broadcast_delivered
+    } else {
+        &c.delivered
+    };
+    cell.add(n as u64);
+}
+
 /// Counts the datagrams put in the mail this round in their queues (the queue's bound, as a
 /// hand-off of its own would: it takes the first that fit), and as delivered; what a queue
 /// has no room for is cut out of the mail and counted `queue_full`. Lists the queues for a
@@ -1105,26 +1111,14 @@ fn flush_mail(
         let uniform = batch.uniform().filter(|_| n == batch.len());
         if let Some((ns_id, broadcast)) = uniform {
             // The whole batch, of one namespace and kind (one flow): no walk.
-            let c = ns.ns(ns_id);
-            let cell = if broadcast {
-                &c.broadcast_delivered
-            } else {
-                &c.delivered
-            };
-            cell.add(taken as u64);
+            count_delivered(ns, ns_id, broadcast, taken);
             if taken < n {
                 ns.tx(ns_id).drop(NsDrop::QueueFull, (n - taken) as u64);
             }
         } else {
             let (kept, refused) = batch.metas()[first..first + n].split_at(taken);
             for run in kept.chunk_by(|a, b| (a.ns, a.broadcast) == (b.ns, b.broadcast)) {
-                let c = ns.ns(run[0].ns);
-                let cell = if run[0].broadcast {
-                    &c.broadcast_delivered
-                } else {
-                    &c.delivered
-                };
-                cell.add(run.len() as u64);
+                count_delivered(ns, run[0].ns, run[0].broadcast, run.len());
             }
             for run in refused.chunk_by(|a, b| a.ns == b.ns) {
                 ns.tx(run[0].ns).drop(NsDrop::QueueFull, run.len() as u64);
