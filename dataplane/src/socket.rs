@@ -585,9 +585,13 @@ impl Waiter {
         self.mail.get().is_some()
     }
 
-    /// Worker side: hands `batch` over as mail (for a thread that accepts it; dropped
-    /// otherwise, which `accepts_mail` rules out).
+    /// Worker side: hands `batch` over as mail, to a thread that accepts it (workers post
+    /// only to those, `SocketQueue::mail_consumer`).
     pub fn post(&self, batch: Batch) {
+        debug_assert!(
+            self.accepts_mail(),
+            "mail posted to a thread that takes none"
+        );
         if let Some(m) = self.mail.get() {
             m.waiting.fetch_add(1, Ordering::SeqCst);
             m.batches.push(batch, &m.spilled);
@@ -1509,14 +1513,13 @@ mod tests {
         r.take(|_| panic!("taken twice"));
     }
 
-    /// Mail: nothing posted to a thread that does not take it; once it does, batches come
+    /// Mail: none for a thread that does not take it; once it does, batches come
     /// out in the order posted (past the ring's 64 slots too), and mail waiting keeps the
     /// thread from parking, as a ready bit does.
     #[test]
     fn mail_comes_out_in_order_and_keeps_its_consumer_awake() {
         let w = Waiter::current();
         assert!(!w.accepts_mail());
-        w.post(numbered(0, 0));
         assert!(!w.has_mail() && w.take_mail().is_none());
         w.accept_mail();
         assert!(w.accepts_mail());
