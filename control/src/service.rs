@@ -255,7 +255,7 @@ struct Entry {
     sock: UdpSocket,
     kind: Kind,
     shared: Arc<Shared>,
-    /// Where the thread takes its writer for `ns_gone` from (see `Mail`).
+    /// Where the thread takes its writer for `ns_gone` from (see `Slots::take_mail`).
     stats: Arc<Stats>,
 }
 

@@ -512,8 +512,8 @@ impl ReadyMarks {
         if !self.words.is_empty() {
             return false;
         }
-        match q.waiter.load_full() {
-            Some(w) if Arc::as_ptr(&w) as usize == key => {
+        match q.consumer() {
+            Some((k, w)) if k == key => {
                 self.waiter = Some(w);
                 self.key = key;
                 true
@@ -888,7 +888,7 @@ impl SocketQueue {
         if bit == usize::MAX {
             return None;
         }
-        match self.waiter_key.load(Ordering::Relaxed) {
+        match self.consumer_key() {
             0 => None,
             key => Some((key, bit)),
         }
@@ -1017,12 +1017,18 @@ impl SocketQueue {
     }
 
     /// Worker side: the consumer thread registered on this queue and its key (see
-    /// [`SocketQueue::ready_target`]), when it accepts mail.
+    /// [`SocketQueue::consumer_key`]), when the key is its.
     #[cold]
-    pub fn mail_consumer(&self) -> Option<(usize, Arc<Waiter>)> {
+    fn consumer(&self) -> Option<(usize, Arc<Waiter>)> {
         let w = self.waiter.load_full()?;
         let key = Arc::as_ptr(&w) as usize;
-        (w.accepts_mail() && key == self.waiter_key.load(Ordering::SeqCst)).then_some((key, w))
+        (key == self.waiter_key.load(Ordering::SeqCst)).then_some((key, w))
+    }
+
+    /// Worker side: [`SocketQueue::consumer`], when it accepts mail.
+    #[cold]
+    pub fn mail_consumer(&self) -> Option<(usize, Arc<Waiter>)> {
+        self.consumer().filter(|(_, w)| w.accepts_mail())
     }
 
     /// Worker side: the key of the consumer thread registered on this queue (0: none).

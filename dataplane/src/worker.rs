@@ -260,11 +260,12 @@ struct Staging {
     /// Datagrams of `mail` a queue refused at the flush: (entry, first, end), cut out of it.
     mail_cut: Vec<(u8, u32, u32)>,
     /// Queues found to take mail and their consumer's entry of `mail`, or to have batches of
-    /// their own (direct-mapped by address): `target` then reads nothing of the queue's, whose line its consumer writes
-    /// as it takes its datagrams out (with ten queues, reading it per datagram was a sixth of
-    /// the worker). Valid for the snapshot `mail_seen_in`, which is held so that no queue of
-    /// a later one can take the address of one listed (a queue's consumer is not changed
-    /// while it takes mail: l3nsd's service thread keeps its sockets).
+    /// their own (direct-mapped by address): `target` then reads nothing of the queue's,
+    /// whose line its consumer writes as it takes its datagrams out (with ten queues, reading
+    /// it per datagram was a sixth of the worker). Valid for the snapshot `mail_seen_in`,
+    /// which is held so that no queue of a later one can take the address of one listed (a
+    /// queue's consumer is not changed while it takes mail: l3nsd's service thread keeps its
+    /// sockets).
     mail_seen: [(usize, u8); MAIL_SEEN],
     mail_seen_in: Option<Arc<OwnerTable>>,
 }
@@ -288,12 +289,10 @@ struct MailTo {
 /// own batches, as before mail.
 const MAIL_CONSUMERS: usize = 4;
 
-/// The entry of `mail` for `queue`'s consumer thread, if the queue's datagrams go by mail.
+/// The entry of `mail` for the consumer thread of `queue` (one without batches of its own),
+/// if that thread takes mail.
 #[inline]
 fn mail_to(mail: &mut Vec<MailTo>, queue: &SocketQueue) -> Option<usize> {
-    if !queue.by_mail() {
-        return None;
-    }
     let key = queue.consumer_key();
     if key == 0 {
         return None;
@@ -1023,15 +1022,7 @@ fn target(staging: &mut Staging, worker: usize, burst: usize, queue: OpenQueue) 
     let q = unsafe { &*queue.0 };
     // A queue given an open batch this round keeps it to the end of the round, even if its
     // consumer took to mail meanwhile: its datagrams stay in order.
-    let opened = if staging.open.len() <= OPEN_SCAN || staging.open.len() > OPEN_INDEXED {
-        staging
-            .open
-            .iter()
-            .position(|(o, _)| std::ptr::eq(o.0, queue.0))
-    } else {
-        staging.index.find(&staging.open, queue.0).ok()
-    };
-    if let Some(i) = opened {
+    if let Ok(i) = find_open(staging, queue) {
         return Target::Open(i);
     }
     if !q.by_mail() {
@@ -1139,21 +1130,28 @@ fn flush_mail(
     log.clear();
 }
 
+/// The index in `staging.open` of `queue`'s open batch, if it has one; else, once the
+/// entries are indexed (`OpenIndex`), the index slot where it goes.
+#[inline(always)]
+fn find_open(staging: &Staging, queue: OpenQueue) -> Result<usize, Option<usize>> {
+    let open = &staging.open;
+    if open.len() <= OPEN_SCAN || open.len() > OPEN_INDEXED {
+        open.iter()
+            .position(|(q, _)| std::ptr::eq(q.0, queue.0))
+            .ok_or(None)
+    } else {
+        staging.index.find(open, queue.0).map_err(Some)
+    }
+}
+
 /// The index in `staging.open` of `queue`'s open batch, opened (empty) if it has none.
 #[inline(always)]
 fn open_batch(staging: &mut Staging, worker: usize, burst: usize, queue: OpenQueue) -> usize {
+    let slot = match find_open(staging, queue) {
+        Ok(i) => return i,
+        Err(slot) => slot,
+    };
     let open = &mut staging.open;
-    let mut slot = None;
-    if open.len() <= OPEN_SCAN || open.len() > OPEN_INDEXED {
-        if let Some(i) = open.iter().position(|(q, _)| std::ptr::eq(q.0, queue.0)) {
-            return i;
-        }
-    } else {
-        match staging.index.find(open, queue.0) {
-            Ok(i) => return i,
-            Err(at) => slot = Some(at),
-        }
-    }
     open.push((queue, staging.free.take(worker, burst)));
     let n = open.len();
     if let Some(at) = slot {

@@ -250,10 +250,11 @@ fn port(frames: Vec<Vec<u8>>) -> MemoryPort {
 /// each hand-off, and the thread visits the queues whose bits it takes instead of reading
 /// every queue's count; and, as that thread does, from `MAIL_FROM_QUEUES` queues on it takes
 /// mail (`Waiter::accept_mail`): the worker hands the datagrams of a round for all of its
-/// queues over as one batch, and the thread accounts each run of them to its socket's queue. (It spins instead of parking: the
-/// worker never waits for it.) With the one shared queue it just drains that queue: a
-/// consumer spinning on its count would take the line from the worker at every hand-off
-/// (100,000 namespaces ran ~10% slower in interleaved pairs).
+/// queues over as one batch, and the thread takes each run of them out of its socket's
+/// queue. (It spins instead of parking: the worker never waits for it.) With the one shared
+/// queue it just drains that queue: a consumer spinning on its count would take the line
+/// from the worker at every hand-off (100,000 namespaces ran ~10% slower in interleaved
+/// pairs).
 fn consumer(
     queues: Vec<Arc<SocketQueue>>,
     socket_queue: &[(SocketId, usize)],
@@ -290,9 +291,6 @@ fn consumer(
         };
         let mut n = 0u64;
         let mut visit = Vec::new();
-        // Datagrams of each queue in a batch of mail, and the queues with some.
-        let mut took = vec![0usize; if per_queue { queues.len() } else { 0 }];
-        let mut touched = Vec::new();
         loop {
             let done = stop.load(Ordering::Acquire);
             let before = n;
@@ -305,20 +303,13 @@ fn consumer(
                             .filter(|&q| q < queues.len())
                             .expect("mail for a benchmark socket")
                     };
-                    // As l3nsd's service thread: one socket's batch is one run, no walk;
-                    // otherwise each queue's datagrams are taken out of its count once.
+                    // As l3nsd's service thread (`Slots::take_mail`): one socket's batch is
+                    // one run, no walk; otherwise each run is taken out of its queue.
                     match mail.one_socket() {
                         Some(socket) => queues[queue(socket)].took_mail(mail.len()),
                         None => {
                             for run in mail.metas().chunk_by(|a, b| a.socket == b.socket) {
-                                let q = queue(run[0].socket);
-                                if took[q] == 0 {
-                                    touched.push(q);
-                                }
-                                took[q] += run.len();
-                            }
-                            for q in touched.drain(..) {
-                                queues[q].took_mail(std::mem::take(&mut took[q]));
+                                queues[queue(run[0].socket)].took_mail(run.len());
                             }
                         }
                     }
