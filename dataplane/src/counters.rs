@@ -70,14 +70,15 @@ pub struct NsCounters {
 impl NsCounters {
     /// The socket and queue remembered for `(dst, port)`, or for `port` at any address of
     /// the namespace (`remember` with `dst` 0), under the sockets generation `generation`
-    /// (`OwnerTable::sockets_gen`; never 0).
+    /// (`OwnerTable::sockets_gen`; never 0), with the hint the worker keeps beside them
+    /// (`set_hint`; 0 until it sets one).
     #[inline(always)]
     pub fn memo(
         &self,
         generation: u64,
         dst: u32,
         port: u16,
-    ) -> Option<(SocketId, *const SocketQueue)> {
+    ) -> Option<(SocketId, *const SocketQueue, u8)> {
         let m = &self.memo;
         let key = m.key.load(Ordering::Relaxed);
         if m.generation.load(Ordering::Relaxed) == generation
@@ -86,7 +87,8 @@ impl NsCounters {
         {
             let q = m.queue.load(Ordering::Relaxed);
             if !q.is_null() {
-                return Some((SocketId(m.socket.load(Ordering::Relaxed) as u32), q));
+                let s = m.socket.load(Ordering::Relaxed);
+                return Some((SocketId(s as u32), q, (s >> 32) as u8));
             }
         }
         None
@@ -95,22 +97,35 @@ impl NsCounters {
     /// Remembers R9's answer for `(dst, port)` under the sockets generation `generation`;
     /// `dst` 0 when the answer is the same at every address the namespace owns (no socket is
     /// bound to a particular address on `port`). Every snapshot of that generation holds
-    /// `queue`.
+    /// `queue`. `hint` is kept beside it (see `set_hint`).
     #[inline(always)]
     pub fn remember(
         &self,
         generation: u64,
         dst: u32,
         port: u16,
-        socket: SocketId,
+        (socket, hint): (SocketId, u8),
         queue: &Arc<SocketQueue>,
     ) {
         let m = &self.memo;
         m.generation.store(generation, Ordering::Relaxed);
         m.key.store(SocketMemo::key(dst, port), Ordering::Relaxed);
-        m.socket.store(u64::from(socket.0), Ordering::Relaxed);
+        m.socket.store(
+            u64::from(socket.0) | u64::from(hint) << 32,
+            Ordering::Relaxed,
+        );
         m.queue
             .store(Arc::as_ptr(queue).cast_mut(), Ordering::Relaxed);
+    }
+
+    /// Sets the remembered answer's hint: a byte the worker keeps about the remembered queue
+    /// for as long as the memo lasts (`worker::HINT_OWN`), so that it need not read the queue's
+    /// own lines for it.
+    #[inline(always)]
+    pub fn set_hint(&self, hint: u8) {
+        let s = &self.memo.socket;
+        let socket = s.load(Ordering::Relaxed) & u64::from(u32::MAX);
+        s.store(socket | u64::from(hint) << 32, Ordering::Relaxed);
     }
 }
 
@@ -120,6 +135,7 @@ impl NsCounters {
 struct SocketMemo {
     generation: AtomicU64,
     key: AtomicU64,
+    /// The socket's id, and the hint (`NsCounters::set_hint`) in bits 32..40.
     socket: AtomicU64,
     queue: AtomicPtr<SocketQueue>,
 }
@@ -522,6 +538,38 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_memo_keeps_its_hint_until_it_is_remembered_again() {
+        let q = SocketQueue::new(8, crate::socket::BatchPools::new(1, 4));
+        let c = NsCounters::default();
+        let (dst, other) = (0x0a00_0001, 0x0a00_0002);
+        assert!(c.memo(7, dst, 53).is_none(), "nothing remembered yet");
+        c.remember(7, dst, 53, (SocketId(u32::MAX), 0), &q);
+        assert_eq!(
+            c.memo(7, dst, 53),
+            Some((SocketId(u32::MAX), Arc::as_ptr(&q), 0))
+        );
+        c.set_hint(5);
+        // The hint does not touch the socket's id, whatever its bits.
+        assert_eq!(
+            c.memo(7, dst, 53),
+            Some((SocketId(u32::MAX), Arc::as_ptr(&q), 5))
+        );
+        assert!(c.memo(8, dst, 53).is_none(), "another sockets generation");
+        assert!(c.memo(7, other, 53).is_none(), "another address");
+        assert!(c.memo(7, dst, 54).is_none(), "another port");
+        c.remember(7, 0, 53, (SocketId(3), 0), &q);
+        assert_eq!(
+            c.memo(7, other, 53),
+            Some((SocketId(3), Arc::as_ptr(&q), 0))
+        );
+        c.remember(7, 0, 53, (SocketId(3), 255), &q);
+        assert_eq!(
+            c.memo(7, dst, 53),
+            Some((SocketId(3), Arc::as_ptr(&q), 255))
+        );
+    }
 
     #[test]
     fn reserved_chunks_serve_the_writer_and_lose_nothing() {

@@ -992,7 +992,14 @@ fn stage(
     meta: DgramMeta,
     payload: &[u8],
 ) {
-    match target(staging, worker, burst, queue) {
+    let to = target(staging, worker, burst, queue);
+    push_to(staging, to, queue, meta, payload);
+}
+
+/// Puts a datagram for `queue` where `target` said (`to`).
+#[inline(always)]
+fn push_to(staging: &mut Staging, to: Target, queue: OpenQueue, meta: DgramMeta, payload: &[u8]) {
+    match to {
         Target::Open(i) => staging.open[i].1.push(meta, payload),
         Target::Mail(m) => push_mail(staging, m, queue, meta, payload),
     }
@@ -1009,13 +1016,37 @@ enum Target {
 
 #[inline(always)]
 fn target(staging: &mut Staging, worker: usize, burst: usize, queue: OpenQueue) -> Target {
+    target_and_hint(staging, worker, burst, queue).0
+}
+
+/// A socket memo's hint (`NsCounters::set_hint`) for its queue: where `target` settled that
+/// its datagrams go, so that the worker reads nothing of the queue's, nor its entry of
+/// `Staging::mail_seen` (which holds 256 queues: with 1,000 queues, each read of the queue's
+/// line, which its consumer writes, was a third of the worker). 0: not settled yet;
+/// `HINT_OWN`: batches of its own, for good; `m + 1`: consumer `m`'s mail (the entries of
+/// `Staging::mail` stay, and a queue's consumer is not changed while it takes mail; a memo
+/// lasts no longer than its sockets generation).
+const HINT_OWN: u8 = u8::MAX;
+
+/// `target`, and its answer as a memo's hint when it is settled for good (else 0).
+#[inline(always)]
+fn target_and_hint(
+    staging: &mut Staging,
+    worker: usize,
+    burst: usize,
+    queue: OpenQueue,
+) -> (Target, u8) {
     let key = queue.0 as usize;
     let seen = (key >> 6) % MAIL_SEEN;
     if staging.mail_seen[seen].0 == key {
-        return match staging.mail_seen[seen].1 {
-            BATCHES_OF_ITS_OWN => Target::Open(open_batch(staging, worker, burst, queue)),
-            m => Target::Mail(usize::from(m)),
-        };
+        let m = staging.mail_seen[seen].1;
+        return (
+            match m {
+                BATCHES_OF_ITS_OWN => Target::Open(open_batch(staging, worker, burst, queue)),
+                m => mail_target(staging, usize::from(m), worker, burst),
+            },
+            hint_of(m),
+        );
     }
     // SAFETY: see `OpenQueue`: the poll's snapshot holds the queue.
     #[allow(unsafe_code)]
@@ -1023,20 +1054,56 @@ fn target(staging: &mut Staging, worker: usize, burst: usize, queue: OpenQueue) 
     // A queue given an open batch this round keeps it to the end of the round, even if its
     // consumer took to mail meanwhile: its datagrams stay in order.
     if let Ok(i) = find_open(staging, queue) {
-        return Target::Open(i);
+        return (Target::Open(i), 0);
     }
     if !q.by_mail() {
         // For good: a queue with batches of its own keeps them.
         staging.mail_seen[seen] = (key, BATCHES_OF_ITS_OWN);
-    } else if let Some(m) = mail_to(&mut staging.mail, q) {
-        let to = &mut staging.mail[m].batch;
-        if to.heap_bytes() == 0 {
-            *to = staging.free.take(worker, burst);
-        }
-        staging.mail_seen[seen] = (key, m as u8);
-        return Target::Mail(m);
+        return (
+            Target::Open(open_batch(staging, worker, burst, queue)),
+            HINT_OWN,
+        );
     }
-    Target::Open(open_batch(staging, worker, burst, queue))
+    if let Some(m) = mail_to(&mut staging.mail, q) {
+        staging.mail_seen[seen] = (key, m as u8);
+        return (mail_target(staging, m, worker, burst), hint_of(m as u8));
+    }
+    (Target::Open(open_batch(staging, worker, burst, queue)), 0)
+}
+
+/// The hint (see `HINT_OWN`) for an entry of `Staging::mail_seen`.
+#[inline(always)]
+fn hint_of(seen: u8) -> u8 {
+    match seen {
+        BATCHES_OF_ITS_OWN => HINT_OWN,
+        m => m + 1,
+    }
+}
+
+/// `target` by a memo's settled hint (not 0).
+#[inline(always)]
+fn hinted(
+    staging: &mut Staging,
+    worker: usize,
+    burst: usize,
+    queue: OpenQueue,
+    hint: u8,
+) -> Target {
+    match hint {
+        HINT_OWN => Target::Open(open_batch(staging, worker, burst, queue)),
+        m => mail_target(staging, usize::from(m - 1), worker, burst),
+    }
+}
+
+/// Consumer `m`'s mail, its batch for this round opened from the worker's free batches if it
+/// has none yet (posting it at the flush leaves none).
+#[inline(always)]
+fn mail_target(staging: &mut Staging, m: usize, worker: usize, burst: usize) -> Target {
+    let to = &mut staging.mail[m].batch;
+    if to.heap_bytes() == 0 {
+        *to = staging.free.take(worker, burst);
+    }
+    Target::Mail(m)
 }
 
 /// Puts a datagram in consumer `m`'s mail (see `target`), logging it for the flush.
@@ -1174,8 +1241,9 @@ struct Owner<'a> {
     dst: u32,
     ns: NsId,
     /// What the worker's memo remembered for this destination and `memo.2`, the UDP port
-    /// the group read from the frame: then `slot` was not looked up.
-    memo: Option<(SocketId, *const SocketQueue, u16)>,
+    /// the group read from the frame, with its hint (`HINT_OWN`): then `slot` was not looked
+    /// up.
+    memo: Option<(SocketId, *const SocketQueue, u16, u8)>,
     slot: Option<&'a NsSlot>,
 }
 
@@ -1329,8 +1397,8 @@ impl<'a> RxCtx<'a> {
     #[inline(always)]
     fn owner(&mut self, ns: NsId, dst: u32, port: Option<u16>) -> Owner<'a> {
         let memo = port.and_then(|port| {
-            let (s, q) = self.ns.ns(ns).memo(self.sockets_gen, dst, port)?;
-            Some((s, q, port))
+            let (s, q, hint) = self.ns.ns(ns).memo(self.sockets_gen, dst, port)?;
+            Some((s, q, port, hint))
         });
         if memo.is_none() {
             self.table.prefetch_namespace_slot(ns);
@@ -1383,11 +1451,11 @@ impl<'a> RxCtx<'a> {
         &mut self,
         frames: &[&[u8]],
         o: Owner<'a>,
-        (sock, queue, port): (SocketId, *const SocketQueue, u16),
+        (sock, queue, port, hint): (SocketId, *const SocketQueue, u16, u8),
     ) {
         // The memo's queue is held by `self.table` (see `unicast_remembered`). `frame` may
         // open batches for other queues meanwhile: they are appended, so `to` stays.
-        let to = target(self.staging, self.worker, self.burst, OpenQueue(queue));
+        let to = self.route(o.ns, OpenQueue(queue), hint);
         // Datagrams put in the mail and not yet logged (logged as one run before `frame`
         // may put others in, and at the end).
         let mut mailed = 0;
@@ -1476,8 +1544,8 @@ impl<'a> RxCtx<'a> {
                 // `classify` without a second lookup: an owner, unless limited broadcast.
                 let owner = match owner {
                     Some(o) if o.answers(dst) => match o.memo {
-                        Some((sock, q, port)) if port == d.dst_port => {
-                            self.unicast_remembered(o.ns, sock, q, &d);
+                        Some((sock, q, port, hint)) if port == d.dst_port => {
+                            self.unicast_remembered(o.ns, (sock, hint), q, &d);
                             return;
                         }
                         Some(_) => Some((o.ns, self.table.ns_slot(o.ns))),
@@ -1544,16 +1612,10 @@ impl<'a> RxCtx<'a> {
                     Some(v) if v.any_dst(u.dst_port) => 0,
                     _ => u32::from(u.dst),
                 };
-                c.remember(self.sockets_gen, dst, u.dst_port, sock, q);
+                let (to, hint) = target_and_hint(self.staging, self.worker, self.burst, q.into());
+                c.remember(self.sockets_gen, dst, u.dst_port, (sock, hint), q);
                 let meta = self.unicast_meta(ns, sock, u);
-                stage(
-                    self.staging,
-                    self.worker,
-                    self.burst,
-                    q.into(),
-                    meta,
-                    u.payload,
-                );
+                push_to(self.staging, to, q.into(), meta, u.payload);
             }
             None => {
                 self.ns.tx(ns).drop(NsDrop::NoSocket, 1);
@@ -1583,7 +1645,7 @@ impl<'a> RxCtx<'a> {
     fn unicast_remembered(
         &mut self,
         ns: NsId,
-        sock: SocketId,
+        (sock, hint): (SocketId, u8),
         queue: *const SocketQueue,
         u: &wire::UdpDatagram<'_>,
     ) {
@@ -1592,14 +1654,22 @@ impl<'a> RxCtx<'a> {
         // The memo was written (`unicast`) from an `Arc` held by a snapshot with the sockets
         // generation of `self.table` (`memo` checks it), so `self.table`, which this poll
         // holds, holds that same `Arc` (`OwnerTable::sockets_gen`), as `OpenQueue` needs.
-        stage(
-            self.staging,
-            self.worker,
-            self.burst,
-            OpenQueue(queue),
-            meta,
-            u.payload,
-        );
+        let to = self.route(ns, OpenQueue(queue), hint);
+        push_to(self.staging, to, OpenQueue(queue), meta, u.payload);
+    }
+
+    /// Where the datagrams for `queue`, the memo of `ns` remembers with `hint`, go this
+    /// round: by the hint once `target` has settled it, which it then keeps.
+    #[inline(always)]
+    fn route(&mut self, ns: NsId, queue: OpenQueue, hint: u8) -> Target {
+        if hint != 0 {
+            return hinted(self.staging, self.worker, self.burst, queue, hint);
+        }
+        let (to, hint) = target_and_hint(self.staging, self.worker, self.burst, queue);
+        if hint != 0 {
+            self.ns.ns(ns).set_hint(hint);
+        }
+        to
     }
 
     /// Answers a datagram no socket took (the ICMP error quotes the whole parsed header).
