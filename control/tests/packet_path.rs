@@ -733,6 +733,58 @@ fn r09_mail_carries_a_round_for_many_queues_and_each_queue_keeps_its_bound() {
     );
 }
 
+/// The worker keeps, in its memo of a namespace's last socket lookup, where that socket's
+/// datagrams go (batches of its own, or its consumer's mail). When a memo read early in a
+/// group was remembered anew for another socket of the namespace before the first one's
+/// answer settled, the answer is not written onto the other socket's memo: that socket's
+/// datagrams still go by mail, not into batches of its own.
+#[test]
+fn r09_a_socket_s_memo_does_not_take_another_socket_s_answer() {
+    use l3ns_dataplane::socket::Waiter;
+    let mut n = net();
+    let w = Waiter::current();
+    w.accept_mail();
+    // Port 9: a queue with no consumer registered yet (it gets batches of its own).
+    let q1 = n.rt.new_shared_queue(64);
+    n.rt.bind_shared(n.web1, Ipv4Addr::UNSPECIFIED, 9, "app", q1.clone())
+        .unwrap();
+    // Port 10: a queue whose consumer, this thread, takes mail.
+    let q2 = n.rt.new_shared_queue(64);
+    let s2 =
+        n.rt.bind_shared(n.web1, Ipv4Addr::UNSPECIFIED, 10, "app", q2.clone())
+            .unwrap();
+    q2.set_ready_bit(&w, 0);
+    // Web1's memo: port 9, answer not settled (its queue had no consumer to take mail).
+    n.inject([udp_to(WEB1_IP, 9, b"a")]);
+    assert!(!q1.by_mail(), "port 9's queue has batches of its own");
+    // One group (to two destinations, so not one flow): the memo misses the datagram to
+    // port 10, which remembers that socket, then answers the one to port 9 from before.
+    n.inject([
+        udp_to(WEB2_IP, 9, b"-"),
+        udp_to(WEB1_IP, 10, b"X"),
+        udp_to(WEB1_IP, 9, b"b"),
+    ]);
+    n.inject([udp_to(WEB2_IP, 9, b"-"), udp_to(WEB1_IP, 10, b"Y")]);
+    assert!(q2.by_mail(), "port 10's queue got batches of its own");
+    let mut got = Vec::new();
+    while let Some(mail) = w.take_mail() {
+        got.extend(
+            mail.iter()
+                .filter(|(m, _)| m.socket == s2)
+                .map(|(_, p)| p.to_vec()),
+        );
+        q2.took_mail(mail.iter().filter(|(m, _)| m.socket == s2).count());
+        q2.recycle(mail);
+    }
+    assert_eq!(got, [b"X", b"Y"]);
+    let mut own = Vec::new();
+    while let Some(b) = q1.pop_batch() {
+        own.extend(b.iter().map(|(_, p)| p.to_vec()));
+        q1.recycle(b);
+    }
+    assert_eq!(own, [b"a", b"b"]);
+}
+
 /// A queue handed batches of its own before its consumer took mail keeps them, so that its
 /// datagrams stay in order.
 #[test]

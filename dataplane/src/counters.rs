@@ -118,14 +118,19 @@ impl NsCounters {
             .store(Arc::as_ptr(queue).cast_mut(), Ordering::Relaxed);
     }
 
-    /// Sets the remembered answer's hint: a byte the worker keeps about the remembered queue
-    /// for as long as the memo lasts (`worker::HINT_OWN`), so that it need not read the queue's
-    /// own lines for it.
+    /// Sets the hint of the remembered answer, if it still is for `queue`: a byte the worker
+    /// keeps about that queue for as long as the memo lasts (`worker::HINT_OWN`), so that it
+    /// need not read the queue's own lines for it. (A memo read earlier in a group may have
+    /// been remembered anew, for another socket of the namespace, by the time its hint is
+    /// settled: the hint then is not that socket's.)
     #[inline(always)]
-    pub fn set_hint(&self, hint: u8) {
-        let s = &self.memo.socket;
-        let socket = s.load(Ordering::Relaxed) & u64::from(u32::MAX);
-        s.store(socket | u64::from(hint) << 32, Ordering::Relaxed);
+    pub fn set_hint(&self, queue: *const SocketQueue, hint: u8) {
+        let m = &self.memo;
+        if std::ptr::eq(m.queue.load(Ordering::Relaxed), queue) {
+            let socket = m.socket.load(Ordering::Relaxed) & u64::from(u32::MAX);
+            m.socket
+                .store(socket | u64::from(hint) << 32, Ordering::Relaxed);
+        }
     }
 }
 
@@ -550,8 +555,15 @@ mod tests {
             c.memo(7, dst, 53),
             Some((SocketId(u32::MAX), Arc::as_ptr(&q), 0))
         );
-        c.set_hint(5);
+        c.set_hint(Arc::as_ptr(&q), 5);
         // The hint does not touch the socket's id, whatever its bits.
+        assert_eq!(
+            c.memo(7, dst, 53),
+            Some((SocketId(u32::MAX), Arc::as_ptr(&q), 5))
+        );
+        // A hint settled for another queue than the one remembered now is not kept.
+        let other_q = SocketQueue::new(8, crate::socket::BatchPools::new(1, 4));
+        c.set_hint(Arc::as_ptr(&other_q), 9);
         assert_eq!(
             c.memo(7, dst, 53),
             Some((SocketId(u32::MAX), Arc::as_ptr(&q), 5))

@@ -1671,7 +1671,7 @@ impl<'a> RxCtx<'a> {
         }
         let (to, hint) = target_and_hint(self.staging, self.worker, self.burst, queue);
         if hint != 0 {
-            self.ns.ns(ns).set_hint(hint);
+            self.ns.ns(ns).set_hint(queue.0, hint);
         }
         to
     }
