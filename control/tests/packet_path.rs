@@ -888,6 +888,57 @@ fn a_parked_consumer_is_woken_when_the_worker_goes_idle_or_four_busy_polls_later
     assert_eq!(q.len(), 1);
 }
 
+/// A parked consumer that takes mail is woken once the worker has posted it a round (not per
+/// queue the round was for); a lazy one only when a queue the round was for is half full.
+#[test]
+fn a_parked_consumer_of_mail_is_woken_for_the_round_and_a_lazy_one_by_a_half_full_queue() {
+    use l3ns_dataplane::socket::Waiter;
+    use std::time::Duration;
+    let mut n = net();
+    let w = Waiter::current();
+    w.accept_mail();
+    let q1 = n.rt.new_shared_queue(64);
+    n.rt.bind_shared(n.web1, Ipv4Addr::UNSPECIFIED, 9, "app", q1.clone())
+        .unwrap();
+    let q2 = n.rt.new_shared_queue(4);
+    n.rt.bind_shared(n.web2, Ipv4Addr::UNSPECIFIED, 9, "app", q2.clone())
+        .unwrap();
+    q1.set_ready_bit(&w, 0);
+    q2.set_ready_bit(&w, 1);
+    let stats = n.rt.stats.workers[0].clone();
+    let wakeups = || stats.consumer_wakeups.get();
+    let web1 = n.web1;
+    let take = |w: &Waiter| {
+        let mut got = 0;
+        while let Some(mail) = w.take_mail() {
+            for run in mail.metas().chunk_by(|a, b| a.socket == b.socket) {
+                let q = if run[0].ns == web1 { &q1 } else { &q2 };
+                q.took_mail(run.len());
+            }
+            got += mail.len();
+            q1.recycle(mail);
+        }
+        got
+    };
+    assert!(w.prepare(Duration::from_secs(30), [&*q1, &*q2]));
+    n.inject([udp_to(WEB1_IP, 9, b"a"), udp_to(WEB2_IP, 9, b"b")]);
+    assert!(!w.is_sleeping(), "woken for the round's mail");
+    assert_eq!(wakeups(), 1, "once for both queues");
+    w.park(); // the unpark came first: returns at once
+    assert_eq!(take(&w), 2);
+    // Lazy: one datagram in 64 is left to the consumer's timer ...
+    w.set_lazy(true);
+    assert!(w.prepare(Duration::from_secs(30), [&*q1, &*q2]));
+    n.inject([udp_to(WEB1_IP, 9, b"c")]);
+    assert!(w.is_sleeping(), "a lazy consumer is left to its timer");
+    // ... two in 4 (half full) are not.
+    n.inject([udp_to(WEB2_IP, 9, b"d"), udp_to(WEB2_IP, 9, b"e")]);
+    assert!(!w.is_sleeping(), "woken by a half-full queue");
+    assert_eq!(wakeups(), 2);
+    w.park();
+    assert_eq!(take(&w), 3);
+}
+
 #[test]
 fn under_load_consumers_are_woken_at_most_every_50_microseconds() {
     use std::time::{Duration, Instant};

@@ -718,6 +718,23 @@ impl Waiter {
         self.wake()
     }
 
+    /// Worker side, after handing the thread datagrams (batches to one of its queues, or
+    /// mail): [`SocketQueue::wake_unless_due`]'s rule. `half_full`: a queue the datagrams went
+    /// to is at least half full. Returns whether it unparked the thread.
+    #[inline]
+    pub fn wake_after_hand_off(&self, now: Instant, within: Duration, half_full: bool) -> bool {
+        if PARKING.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        if half_full {
+            return self.wake();
+        }
+        if self.lazy.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.wake_unless_due(now, within)
+    }
+
     /// Whether the thread has declared itself asleep (and no worker has woken it yet).
     pub fn is_sleeping(&self) -> bool {
         self.sleeping.load(Ordering::SeqCst)
@@ -941,15 +958,17 @@ impl SocketQueue {
     #[inline]
     pub fn wake_unless_due(&self, now: Instant, within: Duration) -> bool {
         PARKING.load(Ordering::SeqCst) > 0
-            && self.waiter.load().as_ref().is_some_and(|w| {
-                if self.len() * 2 >= self.depth {
-                    return w.wake();
-                }
-                if w.lazy.load(Ordering::Relaxed) {
-                    return false;
-                }
-                w.wake_unless_due(now, within)
-            })
+            && self
+                .waiter
+                .load()
+                .as_ref()
+                .is_some_and(|w| w.wake_after_hand_off(now, within, self.half_full()))
+    }
+
+    /// Whether the queue holds at least half its depth (see [`SocketQueue::wake_unless_due`]).
+    #[inline]
+    pub fn half_full(&self) -> bool {
+        self.len() * 2 >= self.depth
     }
 
     /// Worker side, ahead of an [`SocketQueue::offer`] to many queues: each step asks for
