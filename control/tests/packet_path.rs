@@ -745,14 +745,10 @@ fn r09_a_socket_s_memo_does_not_take_another_socket_s_answer() {
     let w = Waiter::current();
     w.accept_mail();
     // Port 9: a queue with no consumer registered yet (it gets batches of its own).
-    let q1 = n.rt.new_shared_queue(64);
-    n.rt.bind_shared(n.web1, Ipv4Addr::UNSPECIFIED, 9, "app", q1.clone())
-        .unwrap();
+    let web1 = n.web1;
+    let (q1, _) = queue_on(&mut n, web1, 9, 64);
     // Port 10: a queue whose consumer, this thread, takes mail.
-    let q2 = n.rt.new_shared_queue(64);
-    let s2 =
-        n.rt.bind_shared(n.web1, Ipv4Addr::UNSPECIFIED, 10, "app", q2.clone())
-            .unwrap();
+    let (q2, s2) = queue_on(&mut n, web1, 10, 64);
     q2.set_ready_bit(&w, 0);
     // Web1's memo: port 9, answer not settled (its queue had no consumer to take mail).
     n.inject([udp_to(WEB1_IP, 9, b"a")]);
@@ -777,12 +773,7 @@ fn r09_a_socket_s_memo_does_not_take_another_socket_s_answer() {
         q2.recycle(mail);
     }
     assert_eq!(got, [b"X", b"Y"]);
-    let mut own = Vec::new();
-    while let Some(b) = q1.pop_batch() {
-        own.extend(b.iter().map(|(_, p)| p.to_vec()));
-        q1.recycle(b);
-    }
-    assert_eq!(own, [b"a", b"b"]);
+    assert_eq!(drain_batches(&q1), [b"a", b"b"]);
 }
 
 /// A queue handed batches of its own before its consumer took mail keeps them, so that its
@@ -800,12 +791,7 @@ fn r09_a_queue_with_batches_of_its_own_keeps_them_when_its_consumer_takes_mail()
     w.accept_mail();
     n.inject([udp_to(WEB1_IP, 9, b"2")]);
     assert!(w.take_mail().is_none());
-    let mut got = Vec::new();
-    while let Some(b) = q.pop_batch() {
-        got.extend(b.iter().map(|(_, p)| p.to_vec()));
-        q.recycle(b);
-    }
-    assert_eq!(got, [b"1", b"2"]);
+    assert_eq!(drain_batches(&q), [b"1", b"2"]);
 }
 
 #[test]
@@ -897,17 +883,13 @@ fn a_parked_consumer_of_mail_is_woken_for_the_round_and_a_lazy_one_by_a_half_ful
     let mut n = net();
     let w = Waiter::current();
     w.accept_mail();
-    let q1 = n.rt.new_shared_queue(64);
-    n.rt.bind_shared(n.web1, Ipv4Addr::UNSPECIFIED, 9, "app", q1.clone())
-        .unwrap();
-    let q2 = n.rt.new_shared_queue(4);
-    n.rt.bind_shared(n.web2, Ipv4Addr::UNSPECIFIED, 9, "app", q2.clone())
-        .unwrap();
+    let (web1, web2) = (n.web1, n.web2);
+    let (q1, _) = queue_on(&mut n, web1, 9, 64);
+    let (q2, _) = queue_on(&mut n, web2, 9, 4);
     q1.set_ready_bit(&w, 0);
     q2.set_ready_bit(&w, 1);
     let stats = n.rt.stats.workers[0].clone();
     let wakeups = || stats.consumer_wakeups.get();
-    let web1 = n.web1;
     let take = |w: &Waiter| {
         let mut got = 0;
         while let Some(mail) = w.take_mail() {
@@ -1031,4 +1013,31 @@ fn frames_the_receive_ring_had_no_room_for_are_counted_rx_ring_full() {
     assert_eq!(n.rt.stats.port_dropped(0, PortDrop::RxRingFull), 13);
     n.worker.poll(later + std::time::Duration::from_millis(150));
     assert_eq!(n.rt.stats.port_dropped(0, PortDrop::RxRingFull), 13);
+}
+
+/// A queue of `depth` bound to `0.0.0.0:port` in `ns`, and its socket's id.
+fn queue_on(
+    n: &mut Net,
+    ns: NsId,
+    port: u16,
+    depth: usize,
+) -> (
+    std::sync::Arc<l3ns_dataplane::socket::SocketQueue>,
+    l3ns_dataplane::types::SocketId,
+) {
+    let q = n.rt.new_shared_queue(depth);
+    let s =
+        n.rt.bind_shared(ns, Ipv4Addr::UNSPECIFIED, port, "app", q.clone())
+            .unwrap();
+    (q, s)
+}
+
+/// The payloads of the batches `q` holds, taken out in order.
+fn drain_batches(q: &l3ns_dataplane::socket::SocketQueue) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    while let Some(b) = q.pop_batch() {
+        got.extend(b.iter().map(|(_, p)| p.to_vec()));
+        q.recycle(b);
+    }
+    got
 }
