@@ -264,8 +264,8 @@ struct Staging {
     /// of mail is woken once for all of its queues, not once per queue (listing each in
     /// `to_wake` loaded each queue's waiter, 3% of l3nsd's worker at line rate over 100).
     mail_wake: MailWake,
-    /// Queues found to take mail and their consumer's entry of `mail`, or to have batches of
-    /// their own (direct-mapped by address): `target` then reads nothing of the queue's,
+    /// Queues found to take mail or to have batches of their own, with that answer as a memo
+    /// hint (`HINT_OWN`; direct-mapped by address): `target` then reads nothing of the queue's,
     /// whose line its consumer writes as it takes its datagrams out (with ten queues, reading
     /// it per datagram was a sixth of the worker). Valid for the snapshot `mail_seen_in`,
     /// which is held so that no queue of a later one can take the address of one listed (a
@@ -277,9 +277,6 @@ struct Staging {
 
 /// Slots of `Staging::mail_seen`.
 const MAIL_SEEN: usize = 256;
-
-/// In `Staging::mail_seen`: the queue has batches of its own (no mail, for good).
-const BATCHES_OF_ITS_OWN: u8 = u8::MAX;
 
 /// A consumer thread that takes mail, and its batch of this round (empty between rounds).
 /// Holding the waiter keeps its address, the key its queues give
@@ -1065,14 +1062,8 @@ fn target_and_hint(
     let key = queue.0 as usize;
     let seen = (key >> 6) % MAIL_SEEN;
     if staging.mail_seen[seen].0 == key {
-        let m = staging.mail_seen[seen].1;
-        return (
-            match m {
-                BATCHES_OF_ITS_OWN => Target::Open(open_batch(staging, worker, burst, queue)),
-                m => mail_target(staging, usize::from(m), worker, burst),
-            },
-            hint_of(m),
-        );
+        let hint = staging.mail_seen[seen].1;
+        return (hinted(staging, worker, burst, queue, hint), hint);
     }
     // SAFETY: see `OpenQueue`: the poll's snapshot holds the queue.
     #[allow(unsafe_code)]
@@ -1084,29 +1075,21 @@ fn target_and_hint(
     }
     if !q.by_mail() {
         // For good: a queue with batches of its own keeps them.
-        staging.mail_seen[seen] = (key, BATCHES_OF_ITS_OWN);
+        staging.mail_seen[seen] = (key, HINT_OWN);
         return (
             Target::Open(open_batch(staging, worker, burst, queue)),
             HINT_OWN,
         );
     }
     if let Some(m) = mail_to(&mut staging.mail, q) {
-        staging.mail_seen[seen] = (key, m as u8);
-        return (mail_target(staging, m, worker, burst), hint_of(m as u8));
+        let hint = m as u8 + 1;
+        staging.mail_seen[seen] = (key, hint);
+        return (mail_target(staging, m, worker, burst), hint);
     }
     (Target::Open(open_batch(staging, worker, burst, queue)), 0)
 }
 
-/// The hint (see `HINT_OWN`) for an entry of `Staging::mail_seen`.
-#[inline(always)]
-fn hint_of(seen: u8) -> u8 {
-    match seen {
-        BATCHES_OF_ITS_OWN => HINT_OWN,
-        m => m + 1,
-    }
-}
-
-/// `target` by a memo's settled hint (not 0).
+/// `target` by a settled hint (not 0), a memo's or `Staging::mail_seen`'s.
 #[inline(always)]
 fn hinted(
     staging: &mut Staging,
@@ -1169,8 +1152,8 @@ fn count_delivered(w: &mut crate::counters::NsWriter, ns: NsId, broadcast: bool,
 
 /// Counts the datagrams put in the mail this round in their queues (the queue's bound, as a
 /// hand-off of its own would: it takes the first that fit), and as delivered; what a queue
-/// has no room for is cut out of the mail and counted `queue_full`. Lists the queues for a
-/// wake-up. (Summing each queue's runs first, to count them in once, gained nothing: mail is
+/// has no room for is cut out of the mail and counted `queue_full`. Notes their consumers
+/// for a wake-up (`MailWake`). (Summing each queue's runs first, to count them in once, gained nothing: mail is
 /// taken from `MAIL_FROM_QUEUES` queues on, where a round's runs are mostly one to a queue.)
 fn flush_mail(
     mail: &mut [MailTo],
